@@ -1,0 +1,89 @@
+"""argv → Settings, and the subcommands: serve, info, models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from . import __version__
+from .config import OPTIONS, Settings, resolve
+from .errors import ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit code 2 with a clear message, as argparse does
+        self.print_usage(sys.stderr)
+        self.exit(2, f"chimera: error: {message}\n")
+
+
+def _add_serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE", help="TOML config file (keys as the long flag names)")
+    for opt in OPTIONS:
+        kw: dict[str, Any] = {"dest": opt.dest, "default": argparse.SUPPRESS, "help": opt.help}
+        if opt.kind == "flag":
+            kw["action"] = "store_true"
+        elif opt.kind == "list":
+            kw["action"] = "append"
+            kw["metavar"] = opt.metavar or "VALUE"
+        else:
+            kw["metavar"] = opt.metavar or "VALUE"
+        p.add_argument(*opt.flags, **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="chimera", description="chimera: a download-and-run local AI server")
+    parser.add_argument("--version", action="version", version=f"chimera {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    serve = sub.add_parser("serve", help="run the HTTP API server")
+    _add_serve_options(serve)
+    info = sub.add_parser("info", help="print versions, backends, devices and effective settings as JSON")
+    _add_serve_options(info)
+    models = sub.add_parser("models", help="prepare the default models into the cache")
+    models.add_argument("action", choices=["prepare", "path"], help="prepare: fetch and build; path: print where they are")
+    models.add_argument("--models-dir", dest="models_dir", default=None, metavar="PATH")
+    models.add_argument("--which", default="llm", choices=["llm", "embed", "all"])
+    sub.add_parser("_probe", help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_settings(ns: argparse.Namespace) -> Settings:
+    cli = {k: v for k, v in vars(ns).items() if k != "command"}
+    return resolve(cli)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        if ns.command == "serve":
+            from .server import serve_main
+
+            return serve_main(parse_settings(ns))
+        if ns.command == "info":
+            from .info import collect_info
+
+            print(json.dumps(collect_info(parse_settings(ns)), indent=2))
+            return 0
+        if ns.command == "models":
+            from .models import default_models_dir, prepare
+
+            root = default_models_dir(ns.models_dir)
+            if ns.action == "path":
+                print(root)
+                return 0
+            for name in (["llm", "embed"] if ns.which == "all" else [ns.which]):
+                print(prepare(name, root))
+            return 0
+        if ns.command == "_probe":
+            from .info import probe_main
+
+            return probe_main()
+    except ConfigError as e:
+        print(f"chimera: error: {e}", file=sys.stderr)
+        return 2
+    return 2

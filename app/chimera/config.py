@@ -1,0 +1,189 @@
+"""Typed settings for `chimera serve`, resolved in one place.
+
+Precedence: command line > environment (`CHIMERA_<NAME>`) > config file (`--config`, TOML) >
+defaults. Every option is declared once in OPTIONS; the CLI, the environment and the config file
+all read that table, so a flag cannot exist in one and be missing in another.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Option:
+    dest: str
+    flags: tuple[str, ...]
+    help: str
+    kind: str = "value"  # value | flag | list
+    metavar: str | None = None
+    secret: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", ("-m", "--model"), "GGUF model to serve (default: SmolLM2-135M-Instruct, prepared on first use)", metavar="PATH"),
+    Option("alias", ("--alias",), "model id reported by the API (default: the file name without .gguf)"),
+    Option("host", ("--host",), "address to bind (default 127.0.0.1)"),
+    Option("port", ("--port",), "port to bind; 0 picks a free one (default 8080)"),
+    Option("ctx_size", ("-c", "--ctx-size"), "total context in tokens, split evenly over the slots; 0 = the model's training context (default 4096)"),
+    Option("parallel", ("-np", "--parallel"), "number of slots: sequences decoded together (default 4)"),
+    Option("batch_size", ("-b", "--batch-size"), "logical batch: most tokens decoded in one step (default 2048)"),
+    Option("ubatch_size", ("-ub", "--ubatch-size"), "physical batch (default 512)"),
+    Option("threads", ("-t", "--threads"), "threads for generation (default: physical cores)"),
+    Option("threads_batch", ("-tb", "--threads-batch"), "threads for prompt processing (default: --threads)"),
+    Option("n_gpu_layers", ("-ngl", "--n-gpu-layers"), "layers to offload to a GPU (default 999: all, when a GPU backend exists)"),
+    Option("flash_attn", ("-fa", "--flash-attn"), "flash attention: on | off | auto (default auto)"),
+    Option("api_key", ("--api-key",), "require this API key; repeat for several", kind="list", secret=True),
+    Option("api_key_file", ("--api-key-file",), "file with one API key a line", metavar="PATH"),
+    Option("metrics", ("--metrics",), "accepted for llama-server compatibility; /metrics is always on", kind="flag"),
+    Option("jinja", ("--jinja",), "accepted for llama-server compatibility; templates are always Jinja", kind="flag"),
+    Option("verbose", ("-v", "--verbose"), "debug logging, native engine logs included", kind="flag"),
+    Option("log_format", ("--log-format",), "text | json (default text)"),
+    Option("cors_origins", ("--cors-origins",), "origins allowed cross-origin requests, comma-separated or repeated; '*' for any", kind="list"),
+    Option("allow_host", ("--allow-host",), "extra Host header values accepted (DNS-rebinding protection); '*' for any", kind="list"),
+    Option("max_body_size", ("--max-body-size",), "largest request body in bytes (default 104857600)"),
+    Option("shutdown_timeout", ("--shutdown-timeout",), "seconds in-flight requests get to finish on shutdown (default 10)"),
+    Option("embeddings", ("--embeddings",), "enable /v1/embeddings on the main model", kind="flag"),
+    Option("max_queue", ("--max-queue",), "requests that may wait for a slot; beyond it 503 (default 256)"),
+    Option("chat_template", ("--chat-template",), "built-in chat template to use instead of the model's (chatml, llama3, ...)"),
+    Option("chat_template_file", ("--chat-template-file",), "Jinja chat template file to use instead of the model's", metavar="PATH"),
+    Option("models_dir", ("--models-dir",), "where prepared default models are kept (default: the user cache dir)", metavar="PATH"),
+)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Path | None = None
+    alias: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    ctx_size: int = Field(4096, ge=0)
+    parallel: int = Field(4, ge=1, le=256)
+    batch_size: int = Field(2048, ge=1)
+    ubatch_size: int = Field(512, ge=1)
+    threads: int | None = Field(None, ge=1)
+    threads_batch: int | None = Field(None, ge=1)
+    n_gpu_layers: int = Field(999, ge=-1)
+    flash_attn: Literal["on", "off", "auto"] = "auto"
+    api_key: tuple[str, ...] = ()
+    api_key_file: Path | None = None
+    metrics: bool = True
+    jinja: bool = True
+    verbose: bool = False
+    log_format: Literal["text", "json"] = "text"
+    cors_origins: tuple[str, ...] = ()
+    allow_host: tuple[str, ...] = ()
+    max_body_size: int = Field(100 * 1024 * 1024, ge=1024)
+    shutdown_timeout: float = Field(10.0, ge=0)
+    embeddings: bool = False
+    max_queue: int = Field(256, ge=0)
+    chat_template: str | None = None
+    chat_template_file: Path | None = None
+    models_dir: Path | None = None
+
+    @field_validator("flash_attn", mode="before")
+    @classmethod
+    def _fa(cls, v: Any) -> Any:
+        aliases = {"1": "on", "true": "on", "0": "off", "false": "off", True: "on", False: "off"}
+        return aliases.get(v if not isinstance(v, str) else v.lower(), v)
+
+    def api_keys(self) -> tuple[str, ...]:
+        """Every accepted key: --api-key values plus the lines of --api-key-file."""
+        keys = list(self.api_key)
+        if self.api_key_file is not None:
+            try:
+                text = self.api_key_file.read_text()
+            except OSError as e:
+                raise ConfigError(f"--api-key-file: cannot read {self.api_key_file}: {e.strerror}") from e
+            keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        return tuple(keys)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as JSON-able values, with secrets replaced."""
+        out: dict[str, Any] = {}
+        secret = {o.dest for o in OPTIONS if o.secret}
+        for name, value in self.model_dump(mode="json").items():
+            if name in secret:
+                value = ["***"] * len(value) if value else []
+            out[name] = value
+        return out
+
+
+_BY_DEST = {o.dest: o for o in OPTIONS}
+
+
+def _split_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if isinstance(value, (list, tuple)):
+        out: list[str] = []
+        for v in value:
+            out += _split_list(v) if isinstance(v, str) else [str(v)]
+        return out
+    raise ConfigError(f"expected a list or a comma-separated string, got {value!r}")
+
+
+def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for opt in OPTIONS:
+        key = "CHIMERA_" + opt.dest.upper()
+        if key in environ:
+            raw = environ[key]
+            if opt.kind == "flag":
+                low = raw.strip().lower()
+                if low not in {"1", "0", "true", "false", "yes", "no", "on", "off", ""}:
+                    raise ConfigError(f"{key}: expected a boolean, got {raw!r}")
+                out[opt.dest] = low in {"1", "true", "yes", "on"}
+            elif opt.kind == "list":
+                out[opt.dest] = _split_list(raw)
+            else:
+                out[opt.dest] = raw
+    return out
+
+
+def _file_layer(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"--config: cannot read {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--config: {path} is not valid TOML: {e}") from e
+    section = data.get("serve", data)
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        dest = key.replace("-", "_")
+        if dest not in _BY_DEST:
+            raise ConfigError(f"--config: unknown setting {key!r} in {path}")
+        out[dest] = _split_list(value) if _BY_DEST[dest].kind == "list" else value
+    return out
+
+
+def resolve(cli: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
+    """Merge the layers and validate. `cli` holds only the options given on the command line."""
+    environ = dict(os.environ) if environ is None else environ
+    env = _env_layer(environ)
+    config_path = cli.get("config") or environ.get("CHIMERA_CONFIG")
+    merged: dict[str, Any] = _file_layer(Path(config_path)) if config_path else {}
+    merged.update(env)
+    merged.update({k: v for k, v in cli.items() if k != "config"})
+    for key, value in list(merged.items()):
+        if _BY_DEST[key].kind == "list":
+            merged[key] = tuple(_split_list(value))
+    try:
+        return Settings(**merged)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            dest = str(err["loc"][0]) if err["loc"] else "?"
+            flag = _BY_DEST[dest].flags[-1] if dest in _BY_DEST else dest
+            problems.append(f"{flag}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("; ".join(problems)) from None

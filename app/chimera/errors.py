@@ -1,0 +1,149 @@
+"""One exception tree; every failure the API reports is one of these.
+
+    ChimeraError                      500 api_error            (anything unexpected)
+    ├── BadRequest                    400 invalid_request_error (param names the field)
+    │   └── ContextLengthExceeded     400 code=context_length_exceeded
+    ├── AuthenticationFailed          401 authentication_error
+    ├── Forbidden                     403 permission_error
+    ├── NotFound                      404 not_found_error
+    ├── MethodNotAllowed              405 invalid_request_error
+    ├── Conflict                      409 invalid_request_error
+    ├── PayloadTooLarge               413 invalid_request_error
+    ├── UnsupportedMediaType          415 invalid_request_error
+    ├── Unsupported                   501 not_implemented_error
+    │   └── NotEnabled                501 (flag names the switch that enables it)
+    └── Unavailable                   503 unavailable_error     (retry_after seconds)
+        ├── Loading
+        └── Overloaded
+
+Each class knows its HTTP status and its error type in the OpenAI and the Anthropic shapes, so
+the HTTP layer renders any of them without a lookup table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ChimeraError(Exception):
+    status = 500
+    openai_type = "api_error"
+    anthropic_type = "api_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.openai_type,
+                "param": self.param,
+                "code": self.code if self.code is not None else self.status,
+            }
+        }
+
+    def to_anthropic(self) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": self.anthropic_type, "message": self.message}}
+
+
+class BadRequest(ChimeraError):
+    status = 400
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class ContextLengthExceeded(BadRequest):
+    def __init__(self, message: str, *, param: str | None = "messages") -> None:
+        super().__init__(message, param=param, code="context_length_exceeded")
+
+
+class AuthenticationFailed(ChimeraError):
+    status = 401
+    openai_type = "authentication_error"
+    anthropic_type = "authentication_error"
+
+
+class Forbidden(ChimeraError):
+    status = 403
+    openai_type = "permission_error"
+    anthropic_type = "permission_error"
+
+
+class NotFound(ChimeraError):
+    status = 404
+    openai_type = "not_found_error"
+    anthropic_type = "not_found_error"
+
+
+class MethodNotAllowed(ChimeraError):
+    status = 405
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class Conflict(ChimeraError):
+    status = 409
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class PayloadTooLarge(ChimeraError):
+    status = 413
+    openai_type = "invalid_request_error"
+    anthropic_type = "request_too_large"
+
+
+class UnsupportedMediaType(ChimeraError):
+    status = 415
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class Unsupported(ChimeraError):
+    """Something this server (or its model) cannot do."""
+
+    status = 501
+    openai_type = "not_implemented_error"
+    anthropic_type = "api_error"
+
+
+class NotEnabled(Unsupported):
+    """A feature that needs a server flag the server was not started with."""
+
+    def __init__(self, message: str, *, flag: str) -> None:
+        super().__init__(f"{message} (start the server with {flag})", code="not_enabled")
+        self.flag = flag
+
+
+class Unavailable(ChimeraError):
+    status = 503
+    openai_type = "unavailable_error"
+    anthropic_type = "overloaded_error"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class Loading(Unavailable):
+    def __init__(self) -> None:
+        super().__init__("the model is still loading", retry_after=1, code="loading")
+
+
+class Overloaded(Unavailable):
+    def __init__(self, message: str = "the server is overloaded: the request queue is full") -> None:
+        super().__init__(message, retry_after=1, code="overloaded")
+
+
+class ConfigError(Exception):
+    """A bad flag, environment variable or config file value: the CLI exits with code 2."""

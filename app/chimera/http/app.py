@@ -1,0 +1,154 @@
+"""create_app(services): the Quart-Trio app, its guards (host, auth, CORS, size) and error mapping."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import time
+
+from quart import Response, g, request
+from quart_cors import cors
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ..errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ChimeraError,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from ..services import Services
+from .common import error_response
+
+log = logging.getLogger("chimera.http")
+
+PUBLIC_PATHS = frozenset({"/health", "/v1/health"})
+LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _host_allowed(host_header: str, services: Services) -> bool:
+    allowed = services.settings.allow_host
+    if "*" in allowed:
+        return True
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        name = host[1 : host.find("]")] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if not name:
+        return False
+    if name in LOCAL_NAMES or name == services.settings.host.lower() or name in {a.lower() for a in allowed}:
+        return True
+    try:  # DNS rebinding needs a name; an address literal cannot be rebound
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return name.endswith(".localhost")
+
+
+def _key_matches(given: str, keys: tuple[str, ...]) -> bool:
+    ok = False
+    for key in keys:  # compare with every key, in constant time each
+        ok |= hmac.compare_digest(given.encode(), key.encode())
+    return ok
+
+
+def _presented_key() -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("X-Api-Key")
+
+
+def _http_exception_to_error(e: HTTPException) -> ChimeraError:
+    code = e.code or 500
+    if code == 404:
+        return NotFound(f"no route for {request.method} {request.path}")
+    if code == 405:
+        return MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
+    if code == 413:
+        return PayloadTooLarge("request body is larger than the server's --max-body-size")
+    if code == 415:
+        return UnsupportedMediaType(e.description or "unsupported media type")
+    if code == 400:
+        return BadRequest(e.description or "bad request")
+    err = ChimeraError(e.description or e.name)
+    err.status = code
+    return err
+
+
+def create_app(services: Services) -> QuartTrio:
+    app = QuartTrio("chimera")
+    app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_size
+    app.config["BODY_TIMEOUT"] = 300
+    app.config["RESPONSE_TIMEOUT"] = None
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["chimera"] = services
+
+    @app.before_request
+    async def guards() -> Response | None:
+        g.started = time.perf_counter()
+        services.metrics.in_flight.inc()
+        g.counted = True
+        if not _host_allowed(request.headers.get("Host", ""), services):
+            raise Forbidden("Host header not allowed; start the server with --allow-host to accept it")
+        if request.content_length is not None and request.content_length > services.settings.max_body_size:
+            raise PayloadTooLarge("request body is larger than the server's --max-body-size")
+        if request.method == "OPTIONS" or request.path in PUBLIC_PATHS or not services.api_keys:
+            return None
+        given = _presented_key()
+        if given is None:
+            raise AuthenticationFailed("missing API key: send 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'")
+        if not _key_matches(given, services.api_keys):
+            raise AuthenticationFailed("invalid API key")
+        return None
+
+    @app.after_request
+    async def record(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        services.metrics.requests.labels(rule, request.method, str(response.status_code)).inc()
+        if "started" in g:
+            services.metrics.latency.labels(rule).observe(time.perf_counter() - g.started)
+        return response
+
+    @app.teardown_request
+    async def done(exc: BaseException | None) -> None:
+        if g.get("counted"):
+            services.metrics.in_flight.dec()
+            g.counted = False
+
+    @app.errorhandler(ChimeraError)
+    async def on_chimera_error(e: ChimeraError) -> Response:
+        return error_response(e)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_exception(e: HTTPException) -> Response:
+        return error_response(_http_exception_to_error(e))
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(e: Exception) -> Response:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(ChimeraError(f"internal server error ({type(e).__name__}); see the server log"))
+
+    from .llm import blueprint as llm_bp
+    from .meta import blueprint as meta_bp
+
+    app.register_blueprint(meta_bp)
+    app.register_blueprint(llm_bp)
+
+    if services.settings.cors_origins:
+        origins = "*" if "*" in services.settings.cors_origins else list(services.settings.cors_origins)
+        app = cors(
+            app,
+            allow_origin=origins,
+            allow_headers=["Authorization", "Content-Type", "X-Api-Key", "X-Chimera-Chat-Id"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            expose_headers=["X-Chimera-Chat-Id"],
+            max_age=600,
+        )
+    return app

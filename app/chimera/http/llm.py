@@ -1,0 +1,288 @@
+"""LLM routes: chat and text completions, embeddings, tokenize/detokenize, templates, slots."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any, AsyncIterator
+
+import numpy as np
+from quart import Blueprint, Response
+
+from ..errors import BadRequest, ChimeraError, Unsupported
+from ..llm.chat import normalize_messages
+from ..llm.engine import Engine
+from ..llm.grammars import JSON_GBNF
+from ..llm.sequence import Delta
+from ..llm.serving import Generation, chat_logprobs, completion_logprobs, new_id
+from ..protocol.openai import (
+    ApplyTemplateRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    TokenizeRequest,
+)
+from .common import SSE_DONE, json_object, json_response, parse_model, services, sse_event, sse_response
+
+log = logging.getLogger("chimera.http.llm")
+blueprint = Blueprint("llm", __name__)
+FINGERPRINT = "chimera"
+
+
+def _chat_prompt(engine: Engine, messages: list[Any], add_generation_prompt: bool = True) -> str:
+    return engine.template.render(normalize_messages(messages), add_generation_prompt=add_generation_prompt)
+
+
+def _tokenize_prompt(engine: Engine, text: str) -> list[int]:
+    m = engine.model
+    starts_with_bos = bool(engine.template.bos_token) and text.startswith(engine.template.bos_token)
+    return m.tokenize(text, add_special=not starts_with_bos, parse_special=True)
+
+
+def _apply_response_format(req: ChatCompletionRequest) -> None:
+    rf = req.response_format
+    if rf is None:
+        return
+    kind = rf.get("type")
+    if kind == "text":
+        return
+    if kind == "json_object":
+        if req.grammar:
+            raise BadRequest("give either 'grammar' or 'response_format', not both", param="response_format")
+        req.grammar = JSON_GBNF
+        return
+    if kind == "json_schema":
+        raise Unsupported("response_format json_schema is not supported by this server yet; use json_object or 'grammar'")
+    raise BadRequest(f"response_format.type must be text, json_object or json_schema, got {kind!r}", param="response_format.type")
+
+
+async def _stream(
+    gen: Generation, first: dict[str, Any], chunk: Any, include_usage: bool, announce: bool
+) -> AsyncIterator[bytes]:
+    """SSE events for a generation; errors mid-stream become a final error event."""
+    finished = []
+    try:
+        if announce:  # chat: a first chunk per choice carrying the role
+            for seq in gen.seqs:
+                yield sse_event(first | {"choices": [chunk(seq.index, None, role=True)]})
+        async for ev in gen.events():
+            if isinstance(ev, Delta):
+                if ev.text or ev.logprobs:
+                    yield sse_event(first | {"choices": [chunk(ev.index, ev)]})
+            else:
+                finished.append(ev)
+                body = first | {"choices": [chunk(ev.index, None, finish=ev.reason)]}
+                if len(finished) == len(gen.seqs):
+                    body["timings"] = ev.timings
+                yield sse_event(body)
+        if include_usage:
+            yield sse_event(first | {"choices": [], "usage": gen.usage(finished)})
+    except ChimeraError as e:
+        yield sse_event(e.to_openai())
+    finally:
+        gen.cancel()
+    yield SSE_DONE
+
+
+@blueprint.post("/v1/chat/completions")
+@blueprint.post("/chat/completions")
+async def chat_completions() -> Response:
+    s = services()
+    req = parse_model(ChatCompletionRequest, await json_object())
+    engine = s.require_engine()
+    if req.tools:
+        raise Unsupported("tool calls are not supported by this server yet")
+    _apply_response_format(req)
+    prompt = _tokenize_prompt(engine, _chat_prompt(engine, req.messages))
+    top_n = req.top_logprobs or 0
+    gen = Generation(engine, [prompt], req, req.n_probs_wanted(), "messages")
+    cid, created = new_id("chatcmpl"), gen.created
+    want_lp = req.logprobs
+
+    if req.stream:
+        base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": s.model_id,
+                "system_fingerprint": FINGERPRINT}
+
+        def chunk(index: int, ev: Delta | None, role: bool = False, finish: str | None = None) -> dict[str, Any]:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
+            lp = None
+            if ev is not None:
+                if ev.text:
+                    delta["content"] = ev.text
+                if want_lp and ev.logprobs:
+                    lp = chat_logprobs(engine, ev.logprobs, top_n)
+            return {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
+
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return sse_response(_stream(gen, base, chunk, include_usage, announce=True))
+
+    try:
+        choices = await gen.collect()
+    finally:
+        gen.cancel()
+    finished = [c.finished for c in choices if c.finished]
+    body = {
+        "id": cid, "object": "chat.completion", "created": created, "model": s.model_id,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{
+            "index": c.index,
+            "message": {"role": "assistant", "content": "".join(c.text)},
+            "logprobs": chat_logprobs(engine, c.logprobs, top_n) if want_lp else None,
+            "finish_reason": c.finished.reason if c.finished else "stop",
+        } for c in choices],
+        "usage": gen.usage(finished),
+        "timings": finished[-1].timings if finished else {},
+    }
+    return json_response(body)
+
+
+@blueprint.post("/v1/completions")
+@blueprint.post("/completions")
+async def completions() -> Response:
+    s = services()
+    req = parse_model(CompletionRequest, await json_object())
+    engine = s.require_engine()
+    if req.suffix:
+        raise Unsupported("'suffix' (fill-in-the-middle) is not supported on /v1/completions; use /infill")
+    prompts: list[list[int]] = []
+    texts: list[str] = []
+    for p in req.prompts():
+        if isinstance(p, str):
+            prompts.append(engine.model.tokenize(p, add_special=True, parse_special=True))
+            texts.append(p)
+        elif isinstance(p, list):
+            prompts.append(p)
+            texts.append(engine.model.detokenize(p))
+        else:
+            raise BadRequest("'prompt' must be a string, a list of strings, or token arrays", param="prompt")
+    gen = Generation(engine, prompts, req, req.n_probs_wanted(), "prompt")
+    cid, created = new_id("cmpl"), gen.created
+    top_n = req.logprobs or 0
+    want_lp = req.logprobs is not None
+
+    def prefix(index: int) -> str:
+        return texts[index // req.n] if req.echo else ""
+
+    if req.stream:
+        base = {"id": cid, "object": "text_completion", "created": created, "model": s.model_id,
+                "system_fingerprint": FINGERPRINT}
+        sent: set[int] = set()
+
+        def chunk(index: int, ev: Delta | None, role: bool = False, finish: str | None = None) -> dict[str, Any]:
+            text = ""
+            if index not in sent:
+                sent.add(index)
+                text = prefix(index)
+            lp = None
+            if ev is not None:
+                text += ev.text
+                if want_lp and ev.logprobs:
+                    lp = completion_logprobs(engine, ev.logprobs, top_n, 0)
+            return {"index": index, "text": text, "logprobs": lp, "finish_reason": finish}
+
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return sse_response(_stream(gen, base, chunk, include_usage, announce=False))
+
+    try:
+        choices = await gen.collect()
+    finally:
+        gen.cancel()
+    finished = [c.finished for c in choices if c.finished]
+    body = {
+        "id": cid, "object": "text_completion", "created": created, "model": s.model_id,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{
+            "index": c.index,
+            "text": prefix(c.index) + "".join(c.text),
+            "logprobs": completion_logprobs(engine, c.logprobs, top_n, len(prefix(c.index))) if want_lp else None,
+            "finish_reason": c.finished.reason if c.finished else "stop",
+        } for c in choices],
+        "usage": gen.usage(finished),
+        "timings": finished[-1].timings if finished else {},
+    }
+    return json_response(body)
+
+
+@blueprint.post("/v1/embeddings")
+@blueprint.post("/embeddings")
+async def embeddings() -> Response:
+    s = services()
+    req = parse_model(EmbeddingRequest, await json_object())
+    engine = s.require_engine()
+    if not engine.embeddings:
+        from ..errors import NotEnabled
+
+        raise NotEnabled("embeddings are not enabled on this server", flag="--embeddings")
+    raw = req.input
+    items: list[str | list[int]]
+    if isinstance(raw, str):
+        items = [raw]
+    elif raw and all(isinstance(x, int) for x in raw):
+        items = [list(raw)]  # type: ignore[arg-type]
+    else:
+        items = list(raw)  # type: ignore[arg-type]
+    if not items:
+        raise BadRequest("'input' must not be empty", param="input")
+    token_lists = []
+    for i, it in enumerate(items):
+        toks = engine.model.tokenize(it, add_special=True, parse_special=False) if isinstance(it, str) else it
+        if not toks:
+            raise BadRequest(f"input[{i}] is empty", param="input")
+        engine.model.check_tokens(toks, "input")
+        if len(toks) > engine.n_ctx_slot or len(toks) > engine.n_batch:
+            raise BadRequest(
+                f"input[{i}] has {len(toks)} tokens; the model takes at most {min(engine.n_ctx_slot, engine.n_batch)}",
+                param="input", code="context_length_exceeded",
+            )
+        token_lists.append(toks)
+    vectors = await engine.embed(token_lists)
+    data = []
+    for i, v in enumerate(vectors):
+        if req.dimensions is not None:
+            v = v[: req.dimensions]
+        emb: Any = v
+        if req.encoding_format == "base64":
+            emb = base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    n = sum(len(t) for t in token_lists)
+    return json_response({"object": "list", "data": data, "model": s.model_id,
+                          "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+
+@blueprint.post("/tokenize")
+async def tokenize() -> Response:
+    req = parse_model(TokenizeRequest, await json_object())
+    model = services().require_engine().model
+    toks = model.tokenize(req.content, add_special=req.add_special, parse_special=req.parse_special)
+    if not req.with_pieces:
+        return json_response({"tokens": toks})
+    out = []
+    for t in toks:
+        b = model.piece(t, special=True)
+        try:
+            piece: Any = b.decode("utf-8")
+        except UnicodeDecodeError:
+            piece = list(b)
+        out.append({"id": t, "piece": piece})
+    return json_response({"tokens": out})
+
+
+@blueprint.post("/detokenize")
+async def detokenize() -> Response:
+    req = parse_model(DetokenizeRequest, await json_object())
+    model = services().require_engine().model
+    model.check_tokens(req.tokens, "tokens")
+    return json_response({"content": model.detokenize(req.tokens, special=True)})
+
+
+@blueprint.post("/apply-template")
+async def apply_template() -> Response:
+    req = parse_model(ApplyTemplateRequest, await json_object())
+    engine = services().require_engine()
+    return json_response({"prompt": _chat_prompt(engine, req.messages, req.add_generation_prompt)})
+
+
+@blueprint.get("/slots")
+async def slots() -> Response:
+    return json_response(services().require_engine().slots_info())

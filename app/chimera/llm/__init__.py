@@ -1,0 +1,1 @@
+"""The LLM side: llama.cpp loading, the continuous-batching engine, sampling, chat templates."""

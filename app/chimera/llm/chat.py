@@ -1,0 +1,132 @@
+"""Chat templates: the GGUF's Jinja template (or an override) rendered in a sandbox."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ..errors import BadRequest
+
+BUILTIN_TEMPLATES: dict[str, str] = {
+    "chatml": (
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+    "llama3": (
+        "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+        " + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+    ),
+    "llama2": (
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ '<<SYS>>\n' + message['content'] + '\n<</SYS>>\n\n' }}"
+        "{% elif message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+        "{% else %}{{ ' ' + message['content'] + eos_token }}{% endif %}{% endfor %}"
+    ),
+    "gemma": (
+        "{{ bos_token }}{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
+        "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+    ),
+    "phi3": (
+        "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    ),
+}
+
+ROLES = {"system", "user", "assistant", "tool", "developer"}
+
+
+def _raise(message: str) -> None:
+    raise BadRequest(f"chat template: {message}", param="messages")
+
+
+def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, sort_keys: bool = False) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
+
+
+class ChatTemplate:
+    def __init__(self, source: str, bos_token: str, eos_token: str, name: str = "model") -> None:
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.filters["tojson"] = _tojson
+        env.globals["raise_exception"] = _raise
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        self.source = source
+        self.name = name
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self.template = env.from_string(source)
+
+    @classmethod
+    def select(cls, model_template: str | None, name: str | None, file: Path | None, bos: str, eos: str) -> "ChatTemplate":
+        if file is not None:
+            return cls(file.read_text(), bos, eos, name=str(file))
+        if name is not None:
+            if name not in BUILTIN_TEMPLATES:
+                from ..errors import ConfigError
+
+                raise ConfigError(f"--chat-template: unknown template {name!r}; built in: {', '.join(BUILTIN_TEMPLATES)}")
+            return cls(BUILTIN_TEMPLATES[name], bos, eos, name=name)
+        if model_template:
+            return cls(model_template, bos, eos, name="model")
+        return cls(BUILTIN_TEMPLATES["chatml"], bos, eos, name="chatml (the model has none)")
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any) -> str:
+        try:
+            return self.template.render(
+                messages=messages,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                **extra,
+            )
+        except BadRequest:
+            raise
+        except (TemplateError, TypeError, ValueError, KeyError, AttributeError) as e:
+            raise BadRequest(f"the chat template failed on these messages: {e}", param="messages") from None
+
+
+def normalize_messages(messages: Any) -> list[dict[str, Any]]:
+    """Validate OpenAI chat messages and flatten text content parts into strings."""
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty array", param="messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise BadRequest(f"messages[{i}] must be an object", param=f"messages.{i}")
+        role = m.get("role")
+        if role not in ROLES:
+            raise BadRequest(f"messages[{i}].role must be one of {sorted(ROLES)}, got {role!r}", param=f"messages.{i}.role")
+        content = m.get("content")
+        if content is None:
+            if role != "assistant" or not m.get("tool_calls"):
+                raise BadRequest(f"messages[{i}].content is required", param=f"messages.{i}.content")
+            content = ""
+        elif isinstance(content, list):
+            texts = []
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or "type" not in part:
+                    raise BadRequest(f"messages[{i}].content[{j}] must be an object with a 'type'", param=f"messages.{i}.content.{j}")
+                if part["type"] in ("text", "input_text"):
+                    if not isinstance(part.get("text"), str):
+                        raise BadRequest(f"messages[{i}].content[{j}].text must be a string", param=f"messages.{i}.content.{j}.text")
+                    texts.append(part["text"])
+                elif part["type"] in ("image_url", "input_audio", "image", "input_image"):
+                    raise BadRequest(
+                        "this server has no multimodal projector loaded, so it cannot read images or audio "
+                        "(start it with --mmproj PATH)", param=f"messages.{i}.content.{j}.type",
+                    )
+                else:
+                    raise BadRequest(f"messages[{i}].content[{j}].type {part['type']!r} is not supported", param=f"messages.{i}.content.{j}.type")
+            content = "\n".join(texts)
+        elif not isinstance(content, str):
+            raise BadRequest(f"messages[{i}].content must be a string or an array of parts", param=f"messages.{i}.content")
+        msg = dict(m)
+        msg["role"] = "system" if role == "developer" else role
+        msg["content"] = content
+        out.append(msg)
+    return out

@@ -1,0 +1,154 @@
+"""A loaded GGUF model and its vocabulary: tokenize, detokenize, pieces, metadata."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import BadRequest
+from .native import Native, load
+
+log = logging.getLogger("chimera.llm")
+
+
+def _progress_reporter(name: str) -> Callable[[float], None]:
+    """A tqdm bar on a terminal, log lines at each quarter otherwise."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, desc=f"loading {name}", unit="%", leave=False, file=sys.stderr)
+
+        def update(p: float) -> None:
+            bar.update(int(p * 100) - bar.n)
+            if p >= 1.0:
+                bar.close()
+
+        return update
+    marks = [0.25, 0.5, 0.75, 1.0]
+
+    def log_update(p: float) -> None:
+        while marks and p >= marks[0]:
+            log.info("loading %s: %d%%", name, int(marks.pop(0) * 100))
+
+    return log_update
+
+
+class Model:
+    def __init__(self, native: Native, ptr: Any, path: Path) -> None:
+        self.native = native
+        self.ll = native.llama
+        self.ptr = ptr
+        self.path = path
+        self.vocab = self.ll.llama_model_get_vocab(ptr)
+        self.n_vocab = int(self.ll.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx_train = int(self.ll.llama_model_n_ctx_train(ptr))
+        self.n_embd = int(self.ll.llama_model_n_embd(ptr))
+        self.add_bos = bool(self.ll.llama_vocab_get_add_bos(self.vocab))
+        self.has_encoder = bool(self.ll.llama_model_has_encoder(ptr))
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._pieces: dict[tuple[int, bool], bytes] = {}
+
+    @classmethod
+    def load(cls, path: Path, n_gpu_layers: int) -> "Model":
+        native = load()
+        ll = native.llama
+        params = ll.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        report = _progress_reporter(path.name)
+
+        @ll.llama_progress_callback
+        def on_progress(progress: float, _user: Any) -> bool:
+            report(progress)
+            return True
+
+        params.progress_callback = on_progress
+        ptr = ll.llama_model_load_from_file(str(path).encode(), params)
+        if not ptr:
+            raise RuntimeError(f"llama.cpp could not load {path} (not a GGUF model, or an unsupported architecture)")
+        model = cls(native, ptr, path)
+        model._keep = on_progress  # type: ignore[attr-defined]
+        return model
+
+    # -- metadata ---------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(4096)
+        n = self.ll.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            self.ll.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace")
+
+    def chat_template(self) -> str | None:
+        t = self.ll.llama_model_chat_template(self.ptr, None)
+        return t.decode("utf-8", "replace") if t else None
+
+    def description(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        self.ll.llama_model_desc(self.ptr, buf, len(buf))
+        return buf.value.decode(errors="replace")
+
+    def n_params(self) -> int:
+        return int(self.ll.llama_model_n_params(self.ptr))
+
+    def size(self) -> int:
+        return int(self.ll.llama_model_size(self.ptr))
+
+    def token_text(self, token: int) -> str:
+        return self.piece(token, special=True).decode("utf-8", "replace")
+
+    def bos_token(self) -> str:
+        t = int(self.ll.llama_vocab_bos(self.vocab))
+        return self.token_text(t) if t >= 0 else ""
+
+    def eos_token(self) -> str:
+        t = int(self.ll.llama_vocab_eos(self.vocab))
+        return self.token_text(t) if t >= 0 else ""
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self.ll.llama_vocab_is_eog(self.vocab, token))
+
+    # -- text <-> tokens --------------------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (ctypes.c_int32 * cap)()
+        n = self.ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (ctypes.c_int32 * cap)()
+            n = self.ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The bytes of one token (may be part of a UTF-8 character). Cached per token."""
+        key = (token, special)
+        cached = self._pieces.get(key)
+        if cached is not None:
+            return cached
+        n = self.ll.llama_token_to_piece(self.vocab, token, self._piece_buf, len(self._piece_buf), 0, special)
+        if n < 0:
+            big = ctypes.create_string_buffer(-n)
+            n = self.ll.llama_token_to_piece(self.vocab, token, big, len(big), 0, special)
+            out = big.raw[:n]
+        else:
+            out = self._piece_buf.raw[:n]
+        self._pieces[key] = out
+        return out
+
+    def detokenize(self, tokens: list[int], special: bool = False) -> str:
+        return b"".join(self.piece(t, special) for t in tokens).decode("utf-8", "replace")
+
+    def check_tokens(self, tokens: list[int], param: str = "prompt") -> None:
+        for t in tokens:
+            if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.n_vocab:
+                raise BadRequest(f"token id {t!r} is outside the vocabulary (0..{self.n_vocab - 1})", param=param)
+
+    def free(self) -> None:
+        if self.ptr:
+            self.ll.llama_model_free(self.ptr)
+            self.ptr = None

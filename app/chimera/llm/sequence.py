@@ -1,0 +1,109 @@
+"""One generation (one choice of one request) as the engine sees it, and what it reports back."""
+
+from __future__ import annotations
+
+import codecs
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .sampling import SamplingParams
+from .stops import StopMatcher
+
+
+@dataclass
+class Delta:
+    """Text (and per-token log-probabilities) produced for a sequence in one step."""
+
+    index: int
+    text: str
+    tokens: list[int]
+    logprobs: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class Finished:
+    index: int
+    reason: str  # stop | length | cancelled | error
+    usage: dict[str, Any]
+    timings: dict[str, Any]
+    error: Exception | None = None
+
+
+_ids = itertools.count()
+
+
+@dataclass(eq=False)
+class Sequence:
+    prompt: list[int]
+    params: SamplingParams
+    max_tokens: int  # -1: until the context is full
+    stops: list[str] = field(default_factory=list)
+    n_probs: int = 0
+    cache_prompt: bool = True
+    index: int = 0  # the choice number within its request
+    send: Any = None  # a clone of the request's channel; the engine closes it when done
+    id: int = field(default_factory=lambda: next(_ids))
+    # set by the engine
+    slot: Any = None
+    chain: Any = None
+    n_cached: int = 0  # prompt tokens found in the slot's KV cache
+    n_prompt_done: int = 0  # prompt tokens in the KV cache (cached + evaluated)
+    generated: list[int] = field(default_factory=list)
+    last_token: int = -1
+    batch_index: int = -1
+    finish_reason: str | None = None
+    cancelled: bool = False
+    t_submit: float = field(default_factory=time.perf_counter)
+    t_admit: float = 0.0
+    t_prompt_done: float = 0.0
+    t_first: float = 0.0
+    t_end: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stop = StopMatcher(self.stops)
+        self.text_len = 0
+
+    @property
+    def prefilling(self) -> bool:
+        return self.n_prompt_done < len(self.prompt)
+
+    def push_piece(self, piece: bytes, final: bool = False) -> tuple[str, bool]:
+        """Decode a token's bytes; returns (text safe to emit, a stop string was hit)."""
+        text = self._utf8.decode(piece, final=final)
+        out, hit = self._stop.feed(text)
+        if final and not hit:
+            out += self._stop.flush()
+        self.text_len += len(out)
+        return out, hit
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True) + self._stop.flush()
+
+    def usage(self) -> dict[str, Any]:
+        n_prompt = len(self.prompt)
+        return {
+            "prompt_tokens": n_prompt,
+            "completion_tokens": len(self.generated),
+            "total_tokens": n_prompt + len(self.generated),
+            "prompt_tokens_details": {"cached_tokens": self.n_cached},
+        }
+
+    def timings(self) -> dict[str, Any]:
+        prompt_ms = max(0.0, (self.t_prompt_done - self.t_admit) * 1000) if self.t_prompt_done else 0.0
+        gen_ms = max(0.0, ((self.t_end or time.perf_counter()) - (self.t_prompt_done or self.t_admit)) * 1000)
+        n_eval = len(self.prompt) - self.n_cached
+        n_gen = len(self.generated)
+        return {
+            "cache_n": self.n_cached,
+            "prompt_n": n_eval,
+            "prompt_ms": round(prompt_ms, 3),
+            "prompt_per_token_ms": round(prompt_ms / n_eval, 3) if n_eval else 0.0,
+            "prompt_per_second": round(n_eval / prompt_ms * 1000, 2) if prompt_ms else 0.0,
+            "predicted_n": n_gen,
+            "predicted_ms": round(gen_ms, 3),
+            "predicted_per_token_ms": round(gen_ms / n_gen, 3) if n_gen else 0.0,
+            "predicted_per_second": round(n_gen / gen_ms * 1000, 2) if gen_ms else 0.0,
+        }

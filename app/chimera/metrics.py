@@ -1,0 +1,44 @@
+"""Prometheus metrics, on a registry owned by the server instance (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "chimera_http_requests_total", "HTTP requests by route, method and status",
+            ["route", "method", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "chimera_http_request_duration_seconds", "Time to the response headers, by route",
+            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.in_flight = Gauge("chimera_http_requests_in_flight", "Requests being handled", registry=r)
+        # LLM engine
+        self.prompt_tokens = Counter("chimera_llm_prompt_tokens_total", "Prompt tokens evaluated (cache hits excluded)", registry=r)
+        self.cached_tokens = Counter("chimera_llm_cached_prompt_tokens_total", "Prompt tokens served from a slot's KV cache", registry=r)
+        self.generated_tokens = Counter("chimera_llm_generated_tokens_total", "Tokens generated", registry=r)
+        self.requests_done = Counter("chimera_llm_requests_total", "Generations finished, by finish reason", ["finish_reason"], registry=r)
+        self.tokens_per_second = Gauge("chimera_llm_generation_tokens_per_second", "Aggregate generation speed over the last second", registry=r)
+        self.busy_slots = Gauge("chimera_llm_slots_busy", "Slots processing a request", registry=r)
+        self.total_slots = Gauge("chimera_llm_slots_total", "Slots configured", registry=r)
+        self.queue_length = Gauge("chimera_llm_queue_length", "Requests waiting for a slot", registry=r)
+        self.kv_used = Gauge("chimera_llm_kv_cache_used_cells", "KV cache cells holding tokens", registry=r)
+        self.kv_ratio = Gauge("chimera_llm_kv_cache_usage_ratio", "KV cache cells in use / total", registry=r)
+        self.ttft = Histogram(
+            "chimera_llm_time_to_first_token_seconds", "Time from admission to the first generated token",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.step_seconds = Histogram(
+            "chimera_llm_step_seconds", "Wall time of one engine step (decode + sample)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1), registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

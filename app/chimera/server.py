@@ -1,0 +1,123 @@
+"""run(): the nursery tree of `chimera serve`, and nothing else.
+
+    run(settings)
+    ├─ signal watcher           SIGINT/SIGTERM → lifecycle.request_shutdown(); a 2nd SIGINT exits now
+    ├─ engine                   loads the model (progress on the terminal), then runs the batch loop
+    └─ hypercorn.trio.serve     answers /health with 503 while loading; on shutdown it stops
+                                accepting and drains in-flight requests up to --shutdown-timeout
+    When the HTTP server has drained, the rest of the tree is cancelled and run() returns.
+
+Cancellation handling: run() returns normally after a requested shutdown; the engine's thread
+calls are abandoned on cancel only while a model is still loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from functools import partial
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from .config import Settings
+from .errors import ConfigError
+from .http.app import create_app
+from .logs import setup_logging
+from .services import Lifecycle, Services
+
+log = logging.getLogger("chimera")
+
+
+async def watch_signals(lifecycle: Lifecycle) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if lifecycle.shutdown_requested.is_set() and signum == signal.SIGINT:
+                log.warning("second interrupt: exiting now")
+                os._exit(130)
+            log.info("%s received: shutting down", signal.Signals(signum).name)
+            lifecycle.request_shutdown()
+
+
+def _hypercorn_config(settings: Settings) -> HypercornConfig:
+    cfg = HypercornConfig()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    cfg.bind = [f"{host}:{settings.port}"]
+    cfg.graceful_timeout = settings.shutdown_timeout
+    cfg.keep_alive_timeout = 30
+    cfg.accesslog = None
+    cfg.errorlog = logging.getLogger("hypercorn.error")  # type: ignore[assignment]
+    cfg.h11_max_incomplete_size = 64 * 1024
+    return cfg
+
+
+def resolve_model(settings: Settings) -> Path:
+    if settings.model is not None:
+        if not settings.model.is_file():
+            raise ConfigError(f"--model: no such file: {settings.model}")
+        return settings.model
+    from .models import default_models_dir, prepare
+
+    return prepare("llm", default_models_dir(settings.models_dir))
+
+
+async def _load_engine(services: Services, model_path: Path) -> None:
+    from .llm.engine import Engine
+
+    try:
+        engine = await Engine.load(services.settings, model_path, services.metrics)
+    except Exception as e:  # a model that does not load: report it on /health, keep serving
+        log.error("model failed to load: %s", e)
+        services.lifecycle.load_error = str(e)
+        return
+    services.engine = engine
+    services.lifecycle.ready = True
+    log.info("model %s ready: %d slots, %d tokens of context each", services.model_id, engine.n_slots, engine.n_ctx_slot)
+    await engine.run()
+
+
+async def _probe(services: Services) -> None:
+    from .info import probe_engines
+
+    services.engine_versions = await trio.to_thread.run_sync(probe_engines)
+
+
+async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    model_path = await trio.to_thread.run_sync(resolve_model, settings)
+    services = Services(settings=settings, api_keys=settings.api_keys())
+    services.model_path = str(model_path)
+    services.model_id = settings.alias or model_path.name.removesuffix(".gguf")
+    app = create_app(services)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals, services.lifecycle)
+        nursery.start_soon(_probe, services)
+        nursery.start_soon(_load_engine, services, model_path)
+        # hypercorn returns once the trigger fired and in-flight requests drained (up to
+        # --shutdown-timeout); the engine keeps stepping until then, and is cancelled after.
+        async with trio.open_nursery() as http:
+            binds = await http.start(
+                partial(
+                    hypercorn_serve, app, _hypercorn_config(settings),
+                    shutdown_trigger=services.lifecycle.shutdown_requested.wait,
+                )
+            )
+            port = int(binds[0].rsplit(":", 1)[1]) if binds else settings.port
+            print(f"chimera: listening on http://{settings.host}:{port}", file=sys.stderr, flush=True)
+            task_status.started(port)
+        log.info("shutdown complete")
+        nursery.cancel_scope.cancel()
+
+
+def serve_main(settings: Settings) -> int:
+    setup_logging(settings.log_format, settings.verbose)
+    try:
+        trio.run(run, settings)
+    except ConfigError:
+        raise
+    except KeyboardInterrupt:
+        return 130
+    return 0
