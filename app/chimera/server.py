@@ -25,7 +25,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from .config import Settings
-from .errors import ConfigError
+from .errors import ConfigError, Unavailable
 from .http.app import create_app
 from .logs import setup_logging
 from .services import Lifecycle, Services
@@ -108,8 +108,19 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
             port = int(binds[0].rsplit(":", 1)[1]) if binds else settings.port
             print(f"chimera: listening on http://{settings.host}:{port}", file=sys.stderr, flush=True)
             task_status.started(port)
+            nursery.start_soon(_end_stragglers, services)
         log.info("shutdown complete")
         nursery.cancel_scope.cancel()
+
+
+async def _end_stragglers(services: Services) -> None:
+    """Shortly before the grace period ends, end unfinished generations with a clear error, so
+    their clients get a final error event instead of a cut connection."""
+    await services.lifecycle.shutdown_requested.wait()
+    grace = services.settings.shutdown_timeout
+    await trio.sleep(max(0.0, grace - min(0.25, grace / 2)))
+    if services.engine is not None:
+        services.engine.abort_all(Unavailable("the server is shutting down", retry_after=5, code="shutting_down"))
 
 
 def serve_main(settings: Settings) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, AsyncIterator, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -54,12 +55,20 @@ async def json_object() -> dict[str, Any]:
     return data
 
 
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|.*\[.*\]|[a-z]+-[a-z-]+.*)$")
+
+
+def _is_type_tag(part: object) -> bool:
+    """pydantic puts the union member it tried into an error's location ('str', 'list[str]')."""
+    return isinstance(part, str) and bool(_TYPE_TAG.match(part))
+
+
 def parse_model(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        param = ".".join(str(p) for p in err["loc"]) or None
+        param = ".".join(str(p) for p in err["loc"] if not _is_type_tag(p)) or None
         msg = err["msg"]
         if err["type"] == "missing":
             msg = f"'{param}' is required"

@@ -226,6 +226,8 @@ async def embeddings() -> Response:
         raise BadRequest("'input' must not be empty", param="input")
     token_lists = []
     for i, it in enumerate(items):
+        if isinstance(it, str) and not it.strip():
+            raise BadRequest(f"input[{i}] is an empty string", param="input")
         toks = engine.model.tokenize(it, add_special=True, parse_special=False) if isinstance(it, str) else it
         if not toks:
             raise BadRequest(f"input[{i}] is empty", param="input")

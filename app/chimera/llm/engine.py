@@ -71,6 +71,7 @@ class Engine:
             model.chat_template(), settings.chat_template, settings.chat_template_file, model.bos_token(), model.eos_token()
         )
         self._eog: list[int] | None = None
+        self._abort: ChimeraError | None = None
         self._gen_window: collections.deque[tuple[float, int]] = collections.deque()
         metrics.total_slots.set(self.n_slots)
 
@@ -131,6 +132,8 @@ class Engine:
         """Queue sequences (one request's choices, admitted together). Raises before queueing."""
         if self.embeddings:
             raise Unsupported("text generation is not available: the server runs in embeddings mode (--embeddings)")
+        if self._abort is not None:
+            raise self._abort
         if len(self.waiting) + len(seqs) > self.settings.max_queue + self.free_slots():
             raise Overloaded()
         for s in seqs:
@@ -184,7 +187,18 @@ class Engine:
             self.metrics.step_seconds.observe(time.perf_counter() - t0)
             self._dispatch(results)
 
+    def abort_all(self, error: ChimeraError) -> None:
+        """End every queued and running generation with `error` (before the next step)."""
+        self._abort = error
+        self._wake.set()
+
     def _reap(self) -> None:
+        if self._abort is not None:
+            for s in self.waiting:
+                s.cancelled = True
+            for slot in self.slots:
+                if slot.seq is not None:
+                    self._finish(slot, "error", self._abort)
         if any(s.cancelled for s in self.waiting):
             for s in [s for s in self.waiting if s.cancelled]:
                 self._release_chain(s)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds (or reuses) llama-server from the llama.cpp that the pinned llama-cpp-python vendors, with
+# the same CMake flags as the wheel, for `make bench` (the anchor chimera is measured against).
+# usage: native/build-llama-server.sh [BACKEND]   → prints the path of the llama-server binary
+set -euo pipefail
+BACKEND=${1:-cpu}
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=${PYTHON:-python3}
+. "$HERE/versions.env"
+. "$HERE/cmake-args.sh"
+CACHE=${CHIMERA_CACHE:-$HOME/.cache/chimera}
+ARGS="$(llama_cmake_args "$BACKEND") -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_WEBUI=OFF -DLLAMA_OPENSSL=OFF"
+KEY="llama-server-$LLAMA_CPP_PYTHON_VERSION-$BACKEND-$(printf '%s\n' "$ARGS" | sha256sum | cut -c1-12)"
+OUT="$CACHE/tools/$KEY"
+if [ -x "$OUT/bin/llama-server" ]; then echo "$OUT/bin/llama-server"; exit 0; fi
+echo "building llama-server for $BACKEND (cache miss: $KEY); this takes minutes" >&2
+SDIST=$(ls "$CACHE/sdist/"llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION".tar.gz 2>/dev/null || true)
+if [ -z "$SDIST" ]; then
+  mkdir -p "$CACHE/sdist"
+  "$PY" -m pip download -q --no-deps --no-binary :all: -d "$CACHE/sdist" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" >&2
+  SDIST="$CACHE/sdist/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz"
+fi
+WORK=$(mktemp -d)
+tar -xzf "$SDIST" -C "$WORK"
+SRC="$WORK/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION/vendor/llama.cpp"
+# shellcheck disable=SC2086
+cmake -S "$SRC" -B "$WORK/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON $ARGS >&2
+cmake --build "$WORK/build" --target llama-server -j "$(nproc)" >&2
+rm -rf "$OUT.tmp"; mkdir -p "$OUT.tmp"
+cp -a "$WORK/build/bin" "$OUT.tmp/bin"
+rm -rf "$OUT"; mv "$OUT.tmp" "$OUT"; rm -rf "$WORK"
+echo "$OUT/bin/llama-server"

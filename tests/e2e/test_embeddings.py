@@ -1,0 +1,70 @@
+"""/v1/embeddings with the real all-MiniLM-L6-v2 (prepared by chimera from its PyPI package)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import openai
+import pytest
+
+from conftest import Server, module_server
+
+
+@pytest.fixture(scope="module")
+def server(minilm: Path) -> Iterator[Server]:
+    yield from module_server("-m", str(minilm), "--embeddings")
+
+
+def test_paraphrase_scores_higher_than_unrelated(server: Server) -> None:
+    r = server.client().embeddings.create(
+        model="minilm", input=["The food was delicious", "The meal was excellent", "Quantum chromodynamics"]
+    )
+    assert [d.index for d in r.data] == [0, 1, 2]
+    v = [np.array(d.embedding) for d in r.data]
+    assert len(v[0]) == 384
+    assert all(abs(np.linalg.norm(x) - 1.0) < 1e-4 for x in v), "vectors are normalized"
+    para, unrelated = float(v[0] @ v[1]), float(v[0] @ v[2])
+    assert para > 0.6 and unrelated < 0.2 and para > unrelated + 0.4
+    assert r.usage.prompt_tokens > 6 and r.usage.total_tokens == r.usage.prompt_tokens
+
+
+def test_base64_equals_float(server: Server) -> None:
+    c = server.client()
+    f = c.embeddings.create(model="m", input="a small test sentence", encoding_format="float").data[0].embedding
+    raw = server.http().post("/v1/embeddings", json={"input": "a small test sentence", "encoding_format": "base64"}).json()
+    b = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    assert np.allclose(b, np.array(f, dtype=np.float32), atol=1e-7)
+
+
+def test_token_array_inputs_match_text(server: Server) -> None:
+    http = server.http()
+    toks = http.post("/tokenize", json={"content": "hello world", "add_special": True}).json()["tokens"]
+    by_text = server.client().embeddings.create(model="m", input="hello world").data[0].embedding
+    by_tokens = server.client().embeddings.create(model="m", input=[toks]).data[0].embedding
+    assert np.allclose(by_text, by_tokens, atol=1e-6)
+
+
+def test_many_inputs_in_one_request(server: Server) -> None:
+    texts = [f"sentence number {i} about topic {i % 3}" for i in range(20)]
+    r = server.client().embeddings.create(model="m", input=texts)
+    assert len(r.data) == 20
+    single = server.client().embeddings.create(model="m", input=texts[7]).data[0].embedding
+    assert np.allclose(r.data[7].embedding, single, atol=1e-5), "batching does not change a vector"
+
+
+def test_bad_embedding_inputs(server: Server) -> None:
+    http = server.http()
+    assert http.post("/v1/embeddings", json={"input": []}).status_code == 400
+    assert http.post("/v1/embeddings", json={"input": ""}).status_code == 400
+    assert http.post("/v1/embeddings", json={"input": 5}).status_code == 400
+    too_long = http.post("/v1/embeddings", json={"input": "word " * 2000})
+    assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_generation_is_refused_in_embeddings_mode(server: Server) -> None:
+    with pytest.raises(openai.APIStatusError) as exc:
+        server.client().chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert exc.value.status_code == 501

@@ -1,0 +1,292 @@
+"""The LLM routes through the official openai SDK against a real server and a real model."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import openai
+import pytest
+
+from conftest import Server, module_server
+
+HELLO = [{"role": "user", "content": "Write one sentence about the sea."}]
+
+
+@pytest.fixture(scope="module")
+def server(smollm: Path) -> Iterator[Server]:
+    yield from module_server("-m", str(smollm), "-np", "8", "-c", "8192")
+
+
+@pytest.fixture
+def client(server: Server) -> openai.OpenAI:
+    return server.client()
+
+
+def test_chat_non_streaming(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(model="m", messages=HELLO, max_tokens=24, temperature=0)
+    c = r.choices[0]
+    assert c.message.role == "assistant" and c.message.content
+    assert c.finish_reason in ("stop", "length")
+    assert r.usage.prompt_tokens > 5 and 0 < r.usage.completion_tokens <= 24
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert r.id.startswith("chatcmpl-") and r.object == "chat.completion"
+
+
+def test_chat_streaming_matches_non_streaming(client: openai.OpenAI) -> None:
+    full = client.chat.completions.create(model="m", messages=HELLO, max_tokens=24, temperature=0)
+    stream = client.chat.completions.create(model="m", messages=HELLO, max_tokens=24, temperature=0, stream=True)
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == full.choices[0].finish_reason
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+
+
+def test_max_tokens_gives_length(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(model="m", messages=HELLO, max_tokens=3, temperature=0, extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 3
+    r2 = client.chat.completions.create(model="m", messages=HELLO, max_completion_tokens=5, extra_body={"ignore_eos": True})
+    assert r2.usage.completion_tokens == 5
+
+
+def test_include_usage_final_chunk(client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(
+        model="m", messages=HELLO, max_tokens=8, stream=True, stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    ))
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.completion_tokens == 8
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_completions_string_list_and_tokens(client: openai.OpenAI, server: Server) -> None:
+    r = client.completions.create(model="m", prompt="The capital of France is", max_tokens=6, temperature=0)
+    assert r.object == "text_completion" and r.choices[0].text
+    many = client.completions.create(model="m", prompt=["One", "Two"], max_tokens=4, temperature=0)
+    assert [c.index for c in many.choices] == [0, 1]
+    toks = server.http().post("/tokenize", json={"content": "The capital of France is"}).json()["tokens"]
+    by_tokens = client.completions.create(model="m", prompt=toks, max_tokens=6, temperature=0)
+    assert by_tokens.choices[0].text == r.choices[0].text
+    echo = client.completions.create(model="m", prompt="Hello", max_tokens=3, temperature=0, echo=True)
+    assert echo.choices[0].text.startswith("Hello")
+    stream = list(client.completions.create(model="m", prompt="The capital of France is", max_tokens=6, temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in stream if c.choices) == r.choices[0].text
+
+
+def test_n_choices_run_in_parallel(client: openai.OpenAI) -> None:
+    single = client.chat.completions.create(model="m", messages=HELLO, max_tokens=1)
+    r = client.chat.completions.create(model="m", messages=HELLO, n=2, max_tokens=12, temperature=1.0, seed=7,
+                                       extra_body={"ignore_eos": True})
+    assert [c.index for c in r.choices] == [0, 1]
+    assert all(c.message.content for c in r.choices)
+    assert r.usage.completion_tokens == 24
+    assert r.usage.prompt_tokens == single.usage.prompt_tokens, "the prompt is counted once"
+    streamed = list(client.chat.completions.create(model="m", messages=HELLO, n=2, max_tokens=6, stream=True,
+                                                   extra_body={"ignore_eos": True}))
+    finishes = {c.choices[0].index: c.choices[0].finish_reason for c in streamed if c.choices and c.choices[0].finish_reason}
+    assert finishes == {0: "length", 1: "length"}
+
+
+def test_stop_string_spanning_tokens_is_caught(client: openai.OpenAI) -> None:
+    base = client.completions.create(model="m", prompt="Once upon a time", max_tokens=40, temperature=0, logprobs=0)
+    text = base.choices[0].text
+    pieces = base.choices[0].logprobs.tokens
+    # a stop string that starts inside one token and ends inside the next
+    stop = next(a[-2:] + b[:2] for a, b in zip(pieces[3:], pieces[4:]) if len(a) >= 2 and len(b) >= 2)
+    assert stop in text
+    cut = text.index(stop)
+    r = client.completions.create(model="m", prompt="Once upon a time", max_tokens=40, temperature=0, stop=[stop, "zzzz"])
+    assert r.choices[0].finish_reason == "stop"
+    assert r.choices[0].text == text[:cut]
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="m", prompt="Once upon a time", max_tokens=40, temperature=0, stop=stop, stream=True) if c.choices)
+    assert streamed == text[:cut]
+
+
+def test_logprobs_shape(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(model="m", messages=HELLO, max_tokens=5, logprobs=True, top_logprobs=3,
+                                       temperature=0, extra_body={"ignore_eos": True})
+    content = r.choices[0].logprobs.content
+    assert len(content) == 5
+    for entry in content:
+        assert entry.logprob <= 0.0
+        assert len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[-1].logprob
+        assert entry.token == entry.top_logprobs[0].token, "greedy picks the most likely token"
+        assert bytes(entry.bytes).decode("utf-8", "replace") == entry.token
+    assert "".join(e.token for e in content) == r.choices[0].message.content
+
+
+def test_seed_determinism(client: openai.OpenAI) -> None:
+    def run(seed: int) -> str:
+        r = client.chat.completions.create(model="m", messages=HELLO, max_tokens=20, temperature=1.0, seed=seed,
+                                           extra_body={"ignore_eos": True})
+        return r.choices[0].message.content or ""
+
+    a, b, c = run(1234), run(1234), run(99)
+    assert a == b
+    assert a != c
+
+
+def test_prefix_reuse_reports_cached_tokens(client: openai.OpenAI) -> None:
+    msgs = [{"role": "system", "content": "You are a helpful assistant. " * 20}, {"role": "user", "content": "Hi there"}]
+    first = client.chat.completions.create(model="m", messages=msgs, max_tokens=2)
+    second = client.chat.completions.create(model="m", messages=msgs, max_tokens=2)
+    assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1
+    assert second.usage.prompt_tokens_details.cached_tokens > first.usage.prompt_tokens_details.cached_tokens
+
+
+def test_eight_concurrent_streams_complete_together(server: Server) -> None:
+    client = server.client()
+    results: dict[int, int] = {}
+    seen_busy: list[int] = []
+    done = threading.Event()
+
+    def stream(i: int) -> None:
+        chunks = list(client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": f"Story number {i} about a cat"}], max_tokens=48,
+            stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+        ))
+        results[i] = chunks[-1].usage.completion_tokens
+
+    def watch() -> None:
+        with server.http() as http:
+            while not done.is_set():
+                slots = http.get("/slots").json()
+                seen_busy.append(sum(1 for s in slots if s["is_processing"]))
+                time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    done.set()
+    watcher.join()
+    assert results == {i: 48 for i in range(8)}
+    assert max(seen_busy) >= 6, f"slots busy at once: {max(seen_busy)}"
+
+
+def test_disconnect_frees_slot_for_next_request(server: Server) -> None:
+    with httpx.Client(base_url=server.base, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json={
+            "messages": HELLO, "max_tokens": 4000, "ignore_eos": True, "stream": True,
+        }) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: ") and '"content"' in line:
+                    break
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if not any(s["is_processing"] for s in http.get("/slots").json()):
+                break
+            time.sleep(0.02)
+        assert not any(s["is_processing"] for s in http.get("/slots").json()), "the slot was not freed"
+        r2 = http.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 4})
+        assert r2.status_code == 200
+        assert r2.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0, "the freed slot's cache is reused"
+
+
+def test_over_long_prompt_is_400_context_length_exceeded(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "word " * 1500}], max_tokens=4)
+    assert exc.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as exc2:
+        client.chat.completions.create(model="m", messages=HELLO, max_tokens=5000)
+    assert exc2.value.code == "context_length_exceeded"
+
+
+def test_generation_to_end_of_context_stops_with_length(start_server: type[Server], smollm: Path) -> None:
+    s = start_server("-m", str(smollm), "-np", "1", "-c", "64").wait_ready()
+    r = s.client().completions.create(model="m", prompt="Once upon a time", extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "length"
+    assert r.usage.prompt_tokens + r.usage.completion_tokens >= 63
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
+    ({"messages": [{"role": "user"}]}, "messages.0.content"),
+    ({"messages": HELLO, "temperature": -1}, "temperature"),
+    ({"messages": HELLO, "n": 0}, "n"),
+    ({"messages": HELLO, "logit_bias": {"abc": 1}}, "logit_bias"),
+    ({"messages": HELLO, "stop": 5}, "stop"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]}, "messages.0.content.0.type"),
+])
+def test_bad_chat_requests_are_400_with_param(server: Server, body: dict, param: str) -> None:
+    r = server.http().post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+def test_bad_grammar_is_400(server: Server) -> None:
+    r = server.http().post("/v1/completions", json={"prompt": "x", "grammar": "root ::= (", "max_tokens": 2})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "grammar"
+    slots = server.http().get("/slots").json()
+    assert not any(s["is_processing"] for s in slots)
+
+
+def test_grammar_and_json_object_constrain_output(client: openai.OpenAI) -> None:
+    r = client.completions.create(model="m", prompt="Answer:", max_tokens=8, extra_body={"grammar": 'root ::= ("yes" | "no")'})
+    assert r.choices[0].text in ("yes", "no")
+    j = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Give me a JSON object about a cat."}],
+                                       max_tokens=60, response_format={"type": "json_object"}, temperature=0)
+    if j.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(j.choices[0].message.content or ""), dict)
+    else:
+        assert (j.choices[0].message.content or "").lstrip().startswith("{")
+
+
+def test_tokenize_detokenize_round_trip(server: Server) -> None:
+    http = server.http()
+    text = "Hello, wörld! 🌊 tokens"
+    toks = http.post("/tokenize", json={"content": text}).json()["tokens"]
+    assert all(isinstance(t, int) for t in toks) and len(toks) > 3
+    assert http.post("/detokenize", json={"tokens": toks}).json()["content"] == text
+    pieces = http.post("/tokenize", json={"content": text, "with_pieces": True}).json()["tokens"]
+    assert [p["id"] for p in pieces] == toks
+    bad = http.post("/detokenize", json={"tokens": [10**9]})
+    assert bad.status_code == 400
+
+
+def test_apply_template(server: Server) -> None:
+    r = server.http().post("/apply-template", json={"messages": HELLO}).json()
+    assert "<|im_start|>user\nWrite one sentence about the sea.<|im_end|>" in r["prompt"]
+    assert r["prompt"].endswith("<|im_start|>assistant\n")
+
+
+def test_embeddings_without_flag_is_501(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as exc:
+        client.embeddings.create(model="m", input="hello")
+    assert exc.value.status_code == 501
+    assert "--embeddings" in exc.value.message
+
+
+def test_unprefixed_aliases(server: Server) -> None:
+    http = server.http()
+    r = http.post("/chat/completions", json={"messages": HELLO, "max_tokens": 2})
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion"
+    r = http.post("/completions", json={"prompt": "Hi", "max_tokens": 2})
+    assert r.status_code == 200 and r.json()["object"] == "text_completion"
+
+
+def test_engine_metrics(server: Server) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server.client().completions.create(model="m", prompt="Hi", max_tokens=2)
+    fams = {f.name: f for f in text_string_to_metric_families(server.http().get("/metrics").text)}
+    gen = fams["chimera_llm_generated_tokens"].samples
+    assert any(s.value > 0 for s in gen)
+    for name in ("chimera_llm_prompt_tokens", "chimera_llm_slots_busy", "chimera_llm_queue_length",
+                 "chimera_llm_kv_cache_usage_ratio", "chimera_llm_time_to_first_token_seconds",
+                 "chimera_llm_generation_tokens_per_second"):
+        assert name in fams, name
