@@ -31,7 +31,7 @@ test-unit: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: setup models
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python tests/bench/run.py --write docs/benchmarks.md $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/python -m compileall -q app tests

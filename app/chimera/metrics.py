@@ -40,5 +40,10 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1), registry=r,
         )
 
+        self.decode_seconds = Counter("chimera_llm_decode_seconds", "Time spent inside llama_decode", registry=r)
+        self.loop_seconds = Counter(
+            "chimera_llm_loop_seconds", "Engine loop time for steps that decode (decode, sampling, hand-off, dispatch)", registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -165,7 +165,11 @@ class Engine:
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self) -> None:
+        t_loop = 0.0
         while True:
+            if t_loop:
+                self.metrics.loop_seconds.inc(time.perf_counter() - t_loop)
+                t_loop = 0.0
             self._reap()
             self._admit()
             active = [s for s in self.slots if s.seq is not None]
@@ -177,7 +181,7 @@ class Engine:
                 self.update_gauges()
                 await self._wake.wait()
                 continue
-            t0 = time.perf_counter()
+            t0 = t_loop = time.perf_counter()
             try:
                 results = await trio.to_thread.run_sync(self._step, active, limiter=self._limiter)
             except ChimeraError as e:
@@ -241,7 +245,9 @@ class Engine:
             seq.n_prompt_done += take
             self.metrics.prompt_tokens.inc(take)
         b.n_tokens = n
+        t0 = time.perf_counter()
         rc = ll.llama_decode(self.ctx, b)
+        self.metrics.decode_seconds.inc(time.perf_counter() - t0)
         if rc != 0:
             for slot in active:  # the KV state of these slots is unknown now: drop it
                 ll.llama_memory_seq_rm(self.mem, slot.id, -1, -1)

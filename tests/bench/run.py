@@ -1,0 +1,194 @@
+"""`make bench`: chimera against llama-server (same llama.cpp, same flags, same load), in one run.
+
+Prints tok/s and TTFT p50/p95 for 1 / 4 / 8 concurrent streaming clients, the chimera/llama-server
+ratios, resident memory after load, the engine's Python time per step, and a prefix-reuse case.
+With --write FILE it replaces the table between the bench markers in that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import trio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from load import run_load  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], port: int) -> None:
+        self.name = name
+        self.base = f"http://127.0.0.1:{port}"
+        self.log = open(f"/tmp/bench-{name}.log", "w")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{name} exited early; see /tmp/bench-{name}.log")
+            try:
+                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"{name} did not become ready")
+
+    def rss_mb(self) -> float:
+        p = psutil.Process(self.proc.pid)
+        return sum(c.memory_info().rss for c in [p, *p.children(recursive=True)]) / 2**20
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def ttft_once(base: str, prompt: str) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    with httpx.stream("POST", base + "/v1/chat/completions", timeout=600, json={
+        "messages": [{"role": "user", "content": prompt}], "max_tokens": 2, "stream": True,
+        "stream_options": {"include_usage": True}, "temperature": 0,
+    }) as r:
+        first = 0.0
+        cached = -1
+        for line in r.iter_lines():
+            if line.startswith("data: {") and not first and '"content"' in line and '"content":""' not in line:
+                first = time.perf_counter() - t0
+            m = re.search(r'"cached_tokens":\s*(\d+)', line)
+            if m:
+                cached = int(m.group(1))
+    return first or (time.perf_counter() - t0), cached
+
+
+def long_prompt(tokens: int) -> str:
+    words = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar "
+             "papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+    return " ".join(words[(i * 7) % len(words)] for i in range(tokens))
+
+
+def step_stats(base: str) -> dict[str, float]:
+    text = httpx.get(base + "/metrics").text
+    def val(name: str) -> float:
+        m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+    steps = val("chimera_llm_step_seconds_count")
+    return {
+        "steps": steps,
+        "step_ms": 1000 * val("chimera_llm_step_seconds_sum") / max(steps, 1),
+        "decode_ms": 1000 * val("chimera_llm_decode_seconds_total") / max(steps, 1),
+        "python_ms": 1000 * (val("chimera_llm_loop_seconds_total") - val("chimera_llm_decode_seconds_total")) / max(steps, 1),
+    }
+
+
+def bench_server(name: str, argv_for_port: Any, args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    p = Proc(name, argv_for_port(port), port)
+    out: dict[str, Any] = {"loads": []}
+    try:
+        for c in args.concurrency:
+            res = trio.run(run_load, p.base, c, max(args.min_requests, args.rounds * c), args.max_tokens)
+            print(f"  {name:12s} c={c}: {res['tok_s']:.1f} tok/s, TTFT p50 {res['ttft_p50']*1000:.0f} ms, "
+                  f"p95 {res['ttft_p95']*1000:.0f} ms", flush=True)
+            out["loads"].append(res)
+        out["rss_mb"] = p.rss_mb()
+        prompt = long_prompt(args.prefix_tokens)
+        first, _ = ttft_once(p.base, prompt)
+        second, cached = ttft_once(p.base, prompt)
+        out["prefix"] = {"first": first, "second": second, "cached": cached}
+        if name == "chimera":
+            out["steps"] = step_stats(p.base)
+    finally:
+        p.stop()
+    return out
+
+
+def table(ls: dict[str, Any], ch: dict[str, Any], args: argparse.Namespace) -> str:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
+    lines = [
+        f"Machine: {cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
+        f"{time.strftime('%Y-%m-%d')}. Model: {Path(args.model).name}; `-np {args.parallel} -c {args.ctx} -t {args.threads}`; "
+        f"streaming chat, {args.max_tokens} tokens per request, `ignore_eos`, distinct prompts; the load "
+        "generator runs on the same machine.",
+        "",
+        "| clients | llama-server tok/s | chimera tok/s | ratio | llama-server TTFT p50 / p95 (ms) | chimera TTFT p50 / p95 (ms) | TTFT p50 ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for a, b in zip(ls["loads"], ch["loads"]):
+        lines.append(
+            f"| {a['concurrency']} | {a['tok_s']:.1f} | {b['tok_s']:.1f} | {b['tok_s'] / a['tok_s']:.3f} | "
+            f"{a['ttft_p50']*1000:.0f} / {a['ttft_p95']*1000:.0f} | {b['ttft_p50']*1000:.0f} / {b['ttft_p95']*1000:.0f} | "
+            f"{b['ttft_p50'] / a['ttft_p50']:.2f} |"
+        )
+    st = ch.get("steps", {})
+    lines += [
+        "",
+        f"- Resident memory after the load: llama-server {ls['rss_mb']:.0f} MB, chimera {ch['rss_mb']:.0f} MB "
+        f"(+{ch['rss_mb'] - ls['rss_mb']:.0f} MB).",
+        f"- chimera engine, mean per step over the run: {st.get('step_ms', 0):.2f} ms in the step, of which "
+        f"{st.get('decode_ms', 0):.2f} ms in llama_decode; Python time per step (everything but the decode, "
+        f"thread hand-off included): {st.get('python_ms', 0):.2f} ms.",
+        f"- Prefix reuse, a {args.prefix_tokens}-word prompt sent twice: llama-server TTFT {ls['prefix']['first']*1000:.0f} → "
+        f"{ls['prefix']['second']*1000:.0f} ms; chimera {ch['prefix']['first']*1000:.0f} → {ch['prefix']['second']*1000:.0f} ms "
+        f"({100 * ch['prefix']['second'] / ch['prefix']['first']:.0f}% of the first; {ch['prefix']['cached']} tokens from cache).",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--parallel", type=int, default=8)
+    ap.add_argument("--ctx", type=int, default=8192 * 2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--rounds", type=int, default=3, help="requests per client")
+    ap.add_argument("--min-requests", type=int, default=8)
+    ap.add_argument("--prefix-tokens", type=int, default=1500)
+    ap.add_argument("--write", default=None, help="markdown file whose bench section is replaced")
+    args = ap.parse_args()
+    if args.model is None:
+        from chimera.models import prepare
+
+        args.model = str(prepare("llm"))
+    server_bin = subprocess.run([str(REPO / "native/build-llama-server.sh"), "cpu"], check=True,
+                                capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    common = ["-m", args.model, "-np", str(args.parallel), "-c", str(args.ctx), "-t", str(args.threads),
+              "-b", "2048", "-ub", "512", "--host", "127.0.0.1"]
+    print(f"llama-server: {server_bin}", flush=True)
+    ls = bench_server("llama-server", lambda port: [server_bin, *common, "--port", str(port), "--no-webui"], args)
+    ch = bench_server("chimera", lambda port: [sys.executable, "-m", "chimera", "serve", *common, "--port", str(port)], args)
+    md = table(ls, ch, args)
+    print("\n" + md)
+    if args.write:
+        path = Path(args.write)
+        text = path.read_text() if path.exists() else "<!-- bench:cpu:start -->\n<!-- bench:cpu:end -->\n"
+        new = re.sub(r"(<!-- bench:cpu:start -->\n).*?(<!-- bench:cpu:end -->)", lambda m: m.group(1) + md + "\n" + m.group(2),
+                     text, flags=re.S)
+        path.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
