@@ -96,6 +96,22 @@ class Settings(BaseModel):
         aliases = {"1": "on", "true": "on", "0": "off", "false": "off", True: "on", False: "off"}
         return aliases.get(v if not isinstance(v, str) else v.lower(), v)
 
+    @field_validator("chat_template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        from .llm.chat import BUILTIN_TEMPLATES
+
+        if v is not None and v not in BUILTIN_TEMPLATES:
+            raise ValueError(f"unknown template; built in: {', '.join(BUILTIN_TEMPLATES)}")
+        return v
+
+    @field_validator("chat_template_file", "api_key_file")
+    @classmethod
+    def _readable(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError("no such file")
+        return v
+
     def api_keys(self) -> tuple[str, ...]:
         """Every accepted key: --api-key values plus the lines of --api-key-file."""
         keys = list(self.api_key)
