@@ -54,23 +54,28 @@ async def one_request(client: httpx.AsyncClient, url: str, i: int, max_tokens: i
     return Result(tokens or chunks, ttft, time.perf_counter() - t0)
 
 
-async def run_load(base: str, concurrency: int, requests: int, max_tokens: int, model: str = "m") -> dict[str, float]:
+async def run_load(
+    base: str, concurrency: int, requests: int, max_tokens: int, model: str = "m", stagger: float = 0.2
+) -> dict[str, float]:
     url = base + "/v1/chat/completions"
     results: list[Result] = []
     counter = iter(range(requests))
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: httpx.AsyncClient, k: int) -> None:
+        # staggered starts: clients that arrive in lock-step would all prefill in the same step,
+        # which measures the arrival pattern more than the server
+        await trio.sleep(k * stagger)
         for i in counter:
             results.append(await one_request(client, url, i, max_tokens, model))
 
-    limits = httpx.Limits(max_connections=concurrency + 2)
+    limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         # warm-up: one request not counted
         await one_request(client, url, 10_000, 8, model)
         t0 = time.perf_counter()
         async with trio.open_nursery() as n:
-            for _ in range(concurrency):
-                n.start_soon(worker, client)
+            for k in range(concurrency):
+                n.start_soon(worker, client, k)
         wall = time.perf_counter() - t0
     ttfts = sorted(r.ttft for r in results)
     total_tokens = sum(r.tokens for r in results)

@@ -40,7 +40,9 @@ class Proc:
         self.name = name
         self.base = f"http://127.0.0.1:{port}"
         self.log = open(f"/tmp/bench-{name}.log", "w")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        # the anchor's build tree is gone: its shared libraries sit beside the binary
+        env = dict(os.environ, LD_LIBRARY_PATH=str(Path(argv[0]).parent))
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -10,6 +10,7 @@ import numpy as np
 from quart import Blueprint, Response
 
 from ..errors import BadRequest, ChimeraError, Unsupported
+from ..llm import introspect
 from ..llm.chat import normalize_messages
 from ..llm.engine import Engine
 from ..llm.grammars import JSON_GBNF
@@ -287,4 +288,4 @@ async def apply_template() -> Response:
 
 @blueprint.get("/slots")
 async def slots() -> Response:
-    return json_response(services().require_engine().slots_info())
+    return json_response(introspect.slots(services().require_engine()))

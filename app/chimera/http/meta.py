@@ -8,6 +8,7 @@ import trio
 from quart import Blueprint, Response
 
 from ..info import collect_info
+from ..llm import introspect
 from .common import json_response, services
 
 blueprint = Blueprint("meta", __name__)
@@ -30,14 +31,14 @@ async def models() -> Response:
     s = services()
     data = []
     if s.engine is not None:
-        data.append(s.engine.model_card(int(s.lifecycle.started_at), s.model_id))
+        data.append(introspect.model_card(s.engine, s.model_id, int(s.lifecycle.started_at)))
     return json_response({"object": "list", "data": data})
 
 
 @blueprint.get("/props")
 async def props() -> Response:
     s = services()
-    return json_response(s.require_engine().props(s.model_id))
+    return json_response(introspect.props(s.require_engine(), s.model_id))
 
 
 @blueprint.get("/metrics")

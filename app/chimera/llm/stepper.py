@@ -1,0 +1,160 @@
+"""One engine step on the llama context: build the batch, decode, sample every slot.
+
+Runs on the engine thread only. Returns what happened to each sequence; the engine turns that
+into events for the requests.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import ChimeraError
+from ..metrics import Metrics
+from .model import Model
+from .sequence import Delta, Sequence
+
+
+class Slot:
+    def __init__(self, slot_id: int) -> None:
+        self.id = slot_id
+        self.cache: list[int] = []  # tokens whose K/V sit in this slot's sequence
+        self.seq: Sequence | None = None
+
+
+class Stepper:
+    def __init__(self, model: Model, ctx: Any, n_batch: int, n_slots: int, n_ctx_slot: int, metrics: Metrics) -> None:
+        self.model = model
+        self.ll = model.ll
+        self.ctx = ctx
+        self.mem = self.ll.llama_get_memory(ctx)
+        self.n_batch = n_batch
+        self.n_ctx_slot = n_ctx_slot
+        self.metrics = metrics
+        self.batch = self.ll.llama_batch_init(max(n_batch, n_slots), 0, 1)
+        self._b = self.batch  # fields resolved once: the hot loop writes through these
+        self._tok, self._pos, self._nseq = self.batch.token, self.batch.pos, self.batch.n_seq_id
+        self._seq, self._logits = self.batch.seq_id, self.batch.logits
+
+    def add(self, i: int, tok: int, pos: int, seq_id: int, logits: bool) -> None:
+        self._tok[i] = tok
+        self._pos[i] = pos
+        self._nseq[i] = 1
+        self._seq[i][0] = seq_id
+        self._logits[i] = logits
+
+    def decode(self, n: int) -> int:
+        self.batch.n_tokens = n
+        t0 = time.perf_counter()
+        rc = int(self.ll.llama_decode(self.ctx, self.batch))
+        self.metrics.decode_seconds.inc(time.perf_counter() - t0)
+        return rc
+
+    def step(self, active: list[Slot]) -> list[tuple[Slot, Delta, str | None]]:
+        """One decode for every active slot, then sample the ones whose logits were computed."""
+        n = 0
+        sampled: list[Slot] = []
+        for slot in active:  # the next token of every generating slot first
+            seq = slot.seq
+            assert seq is not None
+            if not seq.prefilling:
+                self.add(n, seq.last_token, len(slot.cache), slot.id, True)
+                slot.cache.append(seq.last_token)
+                seq.batch_index = n
+                sampled.append(slot)
+                n += 1
+        for slot in active:  # then prompt chunks, up to n_batch
+            seq = slot.seq
+            assert seq is not None
+            if not seq.prefilling or n >= self.n_batch:
+                continue
+            start = seq.n_prompt_done
+            take = min(self.n_batch - n, len(seq.prompt) - start)
+            chunk = seq.prompt[start : start + take]
+            pos = len(slot.cache)
+            for k, tok in enumerate(chunk):
+                self.add(n + k, tok, pos + k, slot.id, False)
+            slot.cache.extend(chunk)
+            n += take
+            seq.n_prompt_done += take
+            self.metrics.prompt_tokens.inc(take)
+            if not seq.prefilling:  # the prompt's last token: its logits give the first token
+                self._logits[n - 1] = True
+                seq.batch_index = n - 1
+                sampled.append(slot)
+        rc = self.decode(n)
+        if rc != 0:
+            for slot in active:  # the KV state of these slots is unknown now: drop it
+                self.ll.llama_memory_seq_rm(self.mem, slot.id, -1, -1)
+                slot.cache.clear()
+            raise ChimeraError(f"llama_decode failed with status {rc}")
+        now = time.perf_counter()
+        out = []
+        for slot in sampled:
+            seq = slot.seq
+            assert seq is not None
+            if not seq.t_prompt_done:
+                seq.t_prompt_done = now
+            out.append(self.sample(slot, seq, now))
+        return out
+
+    def sample(self, slot: Slot, seq: Sequence, now: float) -> tuple[Slot, Delta, str | None]:
+        ll, model = self.ll, self.model
+        lp = None
+        if seq.n_probs > 0:
+            raw = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, seq.batch_index), shape=(model.n_vocab,))
+            top_raw = raw.max()
+            lp = raw - (top_raw + math.log(float(np.exp(raw - top_raw).sum())))
+        tok = int(ll.llama_sampler_sample(seq.chain, self.ctx, seq.batch_index))
+        if not seq.generated:
+            seq.t_first = now
+        seq.generated.append(tok)
+        seq.last_token = tok
+        finish: str | None = None
+        if not seq.params.ignore_eos and model.is_eog(tok):
+            finish = "stop"
+            text = seq.flush()
+        else:
+            text, hit = seq.push_piece(model.piece(tok))
+            if hit:
+                finish = "stop"
+            elif (seq.max_tokens >= 0 and len(seq.generated) >= seq.max_tokens) or len(slot.cache) + 1 >= self.n_ctx_slot:
+                finish = "length"
+                text += seq.flush()
+        logprobs = None
+        if lp is not None:
+            k = min(seq.n_probs, model.n_vocab - 1)
+            top = np.argpartition(-lp, k)[:k]
+            top = top[np.argsort(-lp[top])]
+            logprobs = [{
+                "id": tok, "logprob": float(lp[tok]), "bytes": list(model.piece(tok)),
+                "top": [(int(t), float(lp[t])) for t in top],
+            }]
+        return slot, Delta(seq.index, text, [tok], logprobs), finish
+
+    def embed(self, inputs: list[list[int]], n_seq_max: int) -> list[list[float]]:
+        """Embed token lists, as many per decode as the batch and sequence ids allow."""
+        ll, out = self.ll, []
+        i = 0
+        while i < len(inputs):
+            n, group = 0, 0
+            while i < len(inputs) and group < n_seq_max and n + len(inputs[i]) <= self.n_batch:
+                for pos, tok in enumerate(inputs[i]):
+                    self.add(n + pos, tok, pos, group, True)
+                n += len(inputs[i])
+                group += 1
+                i += 1
+            if self.mem:
+                ll.llama_memory_clear(self.mem, True)
+            if self.decode(n) != 0:
+                raise ChimeraError("llama_decode failed while embedding")
+            for s in range(group):
+                ptr = ll.llama_get_embeddings_seq(self.ctx, s)
+                vec = np.ctypeslib.as_array(ptr, shape=(self.model.n_embd,)).astype(np.float64)
+                norm = float(np.linalg.norm(vec))
+                out.append((vec / norm if norm > 0 else vec).tolist())
+            self.metrics.prompt_tokens.inc(n)
+        return out
