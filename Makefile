@@ -33,6 +33,10 @@ test-unit: setup
 bench: setup models
 	$(BIN)/python tests/bench/run.py --write docs/benchmarks.md $(BENCH_ARGS)
 
+binary: setup
+	$(BIN)/python -m pip install -q 'pyinstaller>=6.10'
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN chimera.spec
+
 lint: setup
 	$(BIN)/python -m compileall -q app tests
 

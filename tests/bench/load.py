@@ -17,7 +17,7 @@ WORDS = ("river mountain lantern harbor violet engine meadow copper falcon orcha
 def prompt_for(i: int, words: int = 12) -> str:
     """Distinct prompts, so no two requests share a cached prefix beyond the template."""
     pick = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(words)]
-    return f"Request {i}: write a short story about " + " ".join(pick) + "."
+    return f"Request {i}: write a short story about " + " ".join(pick) + f" (variant {i * 2654435761 % 1000003})."
 
 
 @dataclass
@@ -55,11 +55,14 @@ async def one_request(client: httpx.AsyncClient, url: str, i: int, max_tokens: i
 
 
 async def run_load(
-    base: str, concurrency: int, requests: int, max_tokens: int, model: str = "m", stagger: float = 0.2
+    base: str, concurrency: int, requests: int, max_tokens: int, model: str = "m", stagger: float = 0.2,
+    first_index: int = 0,
 ) -> dict[str, float]:
     url = base + "/v1/chat/completions"
     results: list[Result] = []
-    counter = iter(range(requests))
+    # every request of every run gets a prompt no server has seen (llama-server keeps a prompt
+    # cache in host memory; a repeated prompt would measure that cache, not the serving path)
+    counter = iter(range(first_index, first_index + requests))
 
     async def worker(client: httpx.AsyncClient, k: int) -> None:
         # staggered starts: clients that arrive in lock-step would all prefill in the same step,
@@ -71,7 +74,7 @@ async def run_load(
     limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         # warm-up: one request not counted
-        await one_request(client, url, 10_000, 8, model)
+        await one_request(client, url, 10_000_000 + first_index, 8, model)
         t0 = time.perf_counter()
         async with trio.open_nursery() as n:
             for k in range(concurrency):

@@ -12,6 +12,8 @@ import os
 import platform
 import re
 import signal
+import statistics
+from functools import partial
 import socket
 import subprocess
 import sys
@@ -104,25 +106,50 @@ def step_stats(base: str) -> dict[str, float]:
     }
 
 
-def bench_server(name: str, argv_for_port: Any, args: argparse.Namespace) -> dict[str, Any]:
+def start_server(name: str, argv_for_port: Any) -> Proc:
     port = free_port()
-    p = Proc(name, argv_for_port(port), port)
-    out: dict[str, Any] = {"loads": []}
-    try:
+    return Proc(name, argv_for_port(port), port)
+
+
+def prompt_of_tokens(base: str, n_tokens: int) -> str:
+    """A prompt whose content is exactly n_tokens tokens for this model (via /tokenize)."""
+    text = long_prompt(n_tokens * 2)
+    toks = httpx.post(base + "/tokenize", json={"content": text}, timeout=60).json()["tokens"][:n_tokens]
+    return str(httpx.post(base + "/detokenize", json={"tokens": toks}, timeout=60).json()["content"])
+
+
+def measure(servers: list[Proc], args: argparse.Namespace) -> dict[str, Any]:
+    """Interleaved: every repetition runs each concurrency on each server in turn (the order
+    alternating), so drift on a shared machine hits both alike; medians are reported."""
+    runs: dict[str, dict[int, list[dict[str, float]]]] = {p.name: {c: [] for c in args.concurrency} for p in servers}
+    next_index = 0
+    for rep in range(args.reps):
         for c in args.concurrency:
-            res = trio.run(run_load, p.base, c, max(args.min_requests, args.rounds * c), args.max_tokens)
-            print(f"  {name:12s} c={c}: {res['tok_s']:.1f} tok/s, TTFT p50 {res['ttft_p50']*1000:.0f} ms, "
-                  f"p95 {res['ttft_p95']*1000:.0f} ms", flush=True)
-            out["loads"].append(res)
-        out["rss_mb"] = p.rss_mb()
-        prompt = long_prompt(args.prefix_tokens)
+            order = servers if rep % 2 == 0 else servers[::-1]
+            for p in order:
+                n = max(args.min_requests, args.rounds * c)
+                res = trio.run(partial(run_load, p.base, c, n, args.max_tokens, first_index=next_index))
+                next_index += n
+                runs[p.name][c].append(res)
+                print(f"  rep {rep} {p.name:12s} c={c}: {res['tok_s']:.1f} tok/s, TTFT p50 {res['ttft_p50']*1000:.0f} ms",
+                      flush=True)
+    out: dict[str, Any] = {}
+    for p in servers:
+        loads = []
+        for c in args.concurrency:
+            rs = runs[p.name][c]
+            loads.append({
+                "concurrency": c,
+                "tok_s": statistics.median(r["tok_s"] for r in rs),
+                "ttft_p50": statistics.median(r["ttft_p50"] for r in rs),
+                "ttft_p95": statistics.median(r["ttft_p95"] for r in rs),
+            })
+        prompt = prompt_of_tokens(servers[-1].base, args.prefix_tokens)
         first, _ = ttft_once(p.base, prompt)
         second, cached = ttft_once(p.base, prompt)
-        out["prefix"] = {"first": first, "second": second, "cached": cached}
-        if name == "chimera":
-            out["steps"] = step_stats(p.base)
-    finally:
-        p.stop()
+        out[p.name] = {"loads": loads, "rss_mb": p.rss_mb(), "prefix": {"first": first, "second": second, "cached": cached}}
+        if p.name == "chimera":
+            out[p.name]["steps"] = step_stats(p.base)
     return out
 
 
@@ -131,8 +158,8 @@ def table(ls: dict[str, Any], ch: dict[str, Any], args: argparse.Namespace) -> s
     lines = [
         f"Machine: {cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
         f"{time.strftime('%Y-%m-%d')}. Model: {Path(args.model).name}; `-np {args.parallel} -c {args.ctx} -t {args.threads}`; "
-        f"streaming chat, {args.max_tokens} tokens per request, `ignore_eos`, distinct prompts; the load "
-        "generator runs on the same machine.",
+        f"streaming chat, {args.max_tokens} tokens per request, `ignore_eos`, distinct prompts, clients starting 0.2 s "
+        f"apart; the load generator runs on the same machine. Medians of {args.reps} interleaved repetitions.",
         "",
         "| clients | llama-server tok/s | chimera tok/s | ratio | llama-server TTFT p50 / p95 (ms) | chimera TTFT p50 / p95 (ms) | TTFT p50 ratio |",
         "|---|---|---|---|---|---|---|",
@@ -151,7 +178,7 @@ def table(ls: dict[str, Any], ch: dict[str, Any], args: argparse.Namespace) -> s
         f"- chimera engine, mean per step over the run: {st.get('step_ms', 0):.2f} ms in the step, of which "
         f"{st.get('decode_ms', 0):.2f} ms in llama_decode; Python time per step (everything but the decode, "
         f"thread hand-off included): {st.get('python_ms', 0):.2f} ms.",
-        f"- Prefix reuse, a {args.prefix_tokens}-word prompt sent twice: llama-server TTFT {ls['prefix']['first']*1000:.0f} → "
+        f"- Prefix reuse, a {args.prefix_tokens}-token prompt sent twice: llama-server TTFT {ls['prefix']['first']*1000:.0f} → "
         f"{ls['prefix']['second']*1000:.0f} ms; chimera {ch['prefix']['first']*1000:.0f} → {ch['prefix']['second']*1000:.0f} ms "
         f"({100 * ch['prefix']['second'] / ch['prefix']['first']:.0f}% of the first; {ch['prefix']['cached']} tokens from cache).",
     ]
@@ -162,13 +189,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--parallel", type=int, default=8)
-    ap.add_argument("--ctx", type=int, default=8192 * 2)
+    ap.add_argument("--ctx", type=int, default=8 * 2560)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--rounds", type=int, default=3, help="requests per client")
     ap.add_argument("--min-requests", type=int, default=8)
-    ap.add_argument("--prefix-tokens", type=int, default=1500)
+    ap.add_argument("--prefix-tokens", type=int, default=2000)
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (medians are reported)")
     ap.add_argument("--write", default=None, help="markdown file whose bench section is replaced")
     args = ap.parse_args()
     if args.model is None:
@@ -180,8 +208,16 @@ def main() -> None:
     common = ["-m", args.model, "-np", str(args.parallel), "-c", str(args.ctx), "-t", str(args.threads),
               "-b", "2048", "-ub", "512", "--host", "127.0.0.1"]
     print(f"llama-server: {server_bin}", flush=True)
-    ls = bench_server("llama-server", lambda port: [server_bin, *common, "--port", str(port), "--no-webui"], args)
-    ch = bench_server("chimera", lambda port: [sys.executable, "-m", "chimera", "serve", *common, "--port", str(port)], args)
+    servers = [
+        start_server("llama-server", lambda port: [server_bin, *common, "--port", str(port), "--no-webui"]),
+        start_server("chimera", lambda port: [sys.executable, "-m", "chimera", "serve", *common, "--port", str(port)]),
+    ]
+    try:
+        res = measure(servers, args)
+    finally:
+        for p in servers:
+            p.stop()
+    ls, ch = res["llama-server"], res["chimera"]
     md = table(ls, ch, args)
     print("\n" + md)
     if args.write:

@@ -34,6 +34,7 @@ from .chat import ChatTemplate
 from .model import Model
 from .sampling import build_chain
 from .sequence import Delta, Finished, Sequence
+from .doorbell import Doorbell
 from .stepper import Slot, Stepper
 
 log = logging.getLogger("chimera.engine")
@@ -71,9 +72,8 @@ class Engine:
         self._work = threading.Event()
         self._stop = False
         self._abort: ChimeraError | None = None
-        self._eog: list[int] | None = None
         self._outbox: list[Event] = []
-        self._token: trio.lowlevel.TrioToken | None = None
+        self._bell = Doorbell()
         self._gen_window: collections.deque[tuple[float, int]] = collections.deque()
         metrics.total_slots.set(self.n_slots)
 
@@ -116,9 +116,7 @@ class Engine:
         return cls(settings, model, ctx, metrics, per_slot)
 
     def eog_tokens(self) -> list[int]:
-        if self._eog is None:
-            self._eog = [t for t in range(self.model.n_vocab) if self.model.is_eog(t)]
-        return self._eog
+        return sorted(self.stepper.eog)
 
     # -- the trio side ----------------------------------------------------------------------
     def check_fits(self, n_prompt: int, max_tokens: int, param: str) -> None:
@@ -186,9 +184,11 @@ class Engine:
         return box["result"]
 
     async def run(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
         try:
-            await trio.to_thread.run_sync(self._thread_main, abandon_on_cancel=True)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._bell.serve)
+                await trio.to_thread.run_sync(self._thread_main, abandon_on_cancel=True)
+                nursery.cancel_scope.cancel()
         finally:
             self._stop = True
             self._work.set()
@@ -204,44 +204,41 @@ class Engine:
                 seq.send.close()
 
     def _flush(self) -> None:
-        if self._outbox and self._token is not None:
+        if self._outbox:
             events, self._outbox = self._outbox, []
-            self._token.run_sync_soon(self._deliver, events)
+            self._bell.call_soon(self._deliver, events)
 
     # -- the engine thread ------------------------------------------------------------------
     def _thread_main(self) -> None:
         # a short GIL switch interval: the engine thread gets the GIL back quickly after a decode
         # even while the trio thread is busy with HTTP work
         sys.setswitchinterval(0.0005)
-        try:
-            while not self._stop:
-                self._work.clear()
-                t0 = time.perf_counter()
-                self._reap()
-                self._admit()
-                if self.jobs:
-                    self._run_job()
-                    continue
-                active = [s for s in self.slots if s.seq is not None]
-                if not active:
-                    self._flush()
-                    self._work.wait()
-                    continue
-                try:
-                    results = self.stepper.step(active)
-                except ChimeraError as e:
-                    log.error("%s", e)
-                    for slot in active:
-                        self._finish(slot, "error", e)
-                    self._flush()
-                    continue
-                self._collect(results)
+        while not self._stop:
+            self._work.clear()
+            t0 = time.perf_counter()
+            self._reap()
+            self._admit()
+            if self.jobs:
+                self._run_job()
+                continue
+            active = [s for s in self.slots if s.seq is not None]
+            if not active:
                 self._flush()
-                dt = time.perf_counter() - t0
-                self.metrics.step_seconds.observe(dt)
-                self.metrics.loop_seconds.inc(dt)
-        except trio.RunFinishedError:
-            pass
+                self._work.wait()
+                continue
+            try:
+                results = self.stepper.step(active)
+            except ChimeraError as e:
+                log.error("%s", e)
+                for slot in active:
+                    self._finish(slot, "error", e)
+                self._flush()
+                continue
+            self._collect(results)
+            self._flush()
+            dt = time.perf_counter() - t0
+            self.metrics.step_seconds.observe(dt)
+            self.metrics.loop_seconds.inc(dt)
 
     def _run_job(self) -> None:
         fn, finish = self.jobs.popleft()
@@ -249,8 +246,7 @@ class Engine:
             result, error = fn(), None
         except Exception as e:  # noqa: BLE001 - handed to the waiting request
             result, error = None, e
-        if self._token is not None:
-            self._token.run_sync_soon(finish, result, error)
+        self._bell.call_soon(finish, result, error)
 
     def _reap(self) -> None:
         if self._abort is not None:
@@ -281,7 +277,7 @@ class Engine:
             keep = _common_prefix(best.cache, seq.prompt) if seq.cache_prompt else 0
             keep = min(keep, len(seq.prompt) - 1)  # always evaluate one token for its logits
             if keep < len(best.cache):
-                self.ll.llama_memory_seq_rm(self.stepper.mem, best.id, keep, -1)
+                self.stepper.seq_rm(self.stepper.mem, best.id, keep, -1)
                 del best.cache[keep:]
             best.seq = seq
             seq.slot = best

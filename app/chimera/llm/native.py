@@ -26,7 +26,29 @@ class Native:
     lib_dir: Path
     ggml: ctypes.CDLL
     llama: Any  # the llama_cpp.llama_cpp module
+    hold: ctypes.PyDLL  # libllama again, for short calls that keep the GIL (see held_functions)
     keep: list[Any] = field(default_factory=list)  # ctypes callbacks that must stay alive
+
+
+def _held_functions(llama: Any) -> ctypes.PyDLL:
+    """libllama through ctypes.PyDLL: calls keep the GIL instead of releasing it.
+
+    A ctypes call normally releases the GIL and takes it back afterwards; on the engine thread
+    that hand-back can wait for the trio thread's switch interval on every call. Sampling one
+    slot takes microseconds, so the engine thread keeps the GIL for it; only llama_decode (which
+    runs for milliseconds) goes through the releasing binding.
+    """
+    hold = ctypes.PyDLL(llama._lib._name)
+    vp, i32 = ctypes.c_void_p, ctypes.c_int32
+    for name, args, res in (
+        ("llama_sampler_sample", [vp, vp, i32], i32),
+        ("llama_get_logits_ith", [vp, i32], ctypes.POINTER(ctypes.c_float)),
+        ("llama_memory_seq_rm", [vp, i32, i32, i32], ctypes.c_bool),
+    ):
+        fn = getattr(hold, name)
+        fn.argtypes = args
+        fn.restype = res
+    return hold
 
 
 def _declare(ggml: ctypes.CDLL) -> None:
@@ -67,7 +89,7 @@ def load() -> Native:
     lib_dir = Path(llama.__file__).parent / "lib"
     ggml = ctypes.CDLL(str(_libggml_path(lib_dir)), mode=ctypes.RTLD_GLOBAL)
     _declare(ggml)
-    native = Native(lib_dir=lib_dir, ggml=ggml, llama=llama)
+    native = Native(lib_dir=lib_dir, ggml=ggml, llama=llama, hold=_held_functions(llama))
     _route_log(native)
     if ggml.ggml_backend_reg_count() == 0:
         ggml.ggml_backend_load_all_from_path(os.fsencode(lib_dir))

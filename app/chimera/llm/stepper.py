@@ -34,6 +34,11 @@ class Stepper:
         self.n_batch = n_batch
         self.n_ctx_slot = n_ctx_slot
         self.metrics = metrics
+        hold = model.native.hold
+        self._sample = hold.llama_sampler_sample
+        self._logits_ith = hold.llama_get_logits_ith
+        self.seq_rm = hold.llama_memory_seq_rm
+        self.eog = frozenset(t for t in range(model.n_vocab) if model.is_eog(t))
         self.batch = self.ll.llama_batch_init(max(n_batch, n_slots), 0, 1)
         self._b = self.batch  # fields resolved once: the hot loop writes through these
         self._tok, self._pos, self._nseq = self.batch.token, self.batch.pos, self.batch.n_seq_id
@@ -88,7 +93,7 @@ class Stepper:
         rc = self.decode(n)
         if rc != 0:
             for slot in active:  # the KV state of these slots is unknown now: drop it
-                self.ll.llama_memory_seq_rm(self.mem, slot.id, -1, -1)
+                self.seq_rm(self.mem, slot.id, -1, -1)
                 slot.cache.clear()
             raise ChimeraError(f"llama_decode failed with status {rc}")
         now = time.perf_counter()
@@ -102,19 +107,19 @@ class Stepper:
         return out
 
     def sample(self, slot: Slot, seq: Sequence, now: float) -> tuple[Slot, Delta, str | None]:
-        ll, model = self.ll, self.model
+        model = self.model
         lp = None
         if seq.n_probs > 0:
-            raw = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, seq.batch_index), shape=(model.n_vocab,))
+            raw = np.ctypeslib.as_array(self._logits_ith(self.ctx, seq.batch_index), shape=(model.n_vocab,))
             top_raw = raw.max()
             lp = raw - (top_raw + math.log(float(np.exp(raw - top_raw).sum())))
-        tok = int(ll.llama_sampler_sample(seq.chain, self.ctx, seq.batch_index))
+        tok = int(self._sample(seq.chain, self.ctx, seq.batch_index))
         if not seq.generated:
             seq.t_first = now
         seq.generated.append(tok)
         seq.last_token = tok
         finish: str | None = None
-        if not seq.params.ignore_eos and model.is_eog(tok):
+        if tok in self.eog and not seq.params.ignore_eos:
             finish = "stop"
             text = seq.flush()
         else:
