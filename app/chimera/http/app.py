@@ -135,11 +135,13 @@ def create_app(services: Services) -> QuartTrio:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(ChimeraError(f"internal server error ({type(e).__name__}); see the server log"))
 
+    from .anthropic import blueprint as anthropic_bp
     from .llm import blueprint as llm_bp
     from .meta import blueprint as meta_bp
 
     app.register_blueprint(meta_bp)
     app.register_blueprint(llm_bp)
+    app.register_blueprint(anthropic_bp)
 
     if services.settings.cors_origins:
         origins = "*" if "*" in services.settings.cors_origins else list(services.settings.cors_origins)

@@ -14,6 +14,7 @@ from ..llm import introspect
 from ..llm.chat import normalize_messages
 from ..llm.engine import Engine
 from ..llm.grammars import JSON_GBNF
+from ..llm.schema import schema_to_grammar
 from ..llm.sequence import Delta
 from ..llm.serving import Generation, chat_logprobs, completion_logprobs, new_id
 from ..protocol.openai import (
@@ -22,6 +23,7 @@ from ..protocol.openai import (
     CompletionRequest,
     DetokenizeRequest,
     EmbeddingRequest,
+    GenerationFields,
     TokenizeRequest,
 )
 from .common import SSE_DONE, json_object, json_response, parse_model, services, sse_event, sse_response
@@ -41,7 +43,16 @@ def _tokenize_prompt(engine: Engine, text: str) -> list[int]:
     return m.tokenize(text, add_special=not starts_with_bos, parse_special=True)
 
 
+def _apply_json_schema(req: GenerationFields) -> None:
+    """llama-server's top-level `json_schema` field."""
+    if req.json_schema is not None:
+        if req.grammar:
+            raise BadRequest("give either 'grammar' or 'json_schema', not both", param="json_schema")
+        req.grammar = schema_to_grammar(req.json_schema, param="json_schema")
+
+
 def _apply_response_format(req: ChatCompletionRequest) -> None:
+    _apply_json_schema(req)
     rf = req.response_format
     if rf is None:
         return
@@ -54,7 +65,13 @@ def _apply_response_format(req: ChatCompletionRequest) -> None:
         req.grammar = JSON_GBNF
         return
     if kind == "json_schema":
-        raise Unsupported("response_format json_schema is not supported by this server yet; use json_object or 'grammar'")
+        spec = rf.get("json_schema")
+        if not isinstance(spec, dict) or "schema" not in spec:
+            raise BadRequest("response_format.json_schema must be an object with a 'schema'", param="response_format.json_schema")
+        if req.grammar:
+            raise BadRequest("give either 'grammar' or 'response_format', not both", param="response_format")
+        req.grammar = schema_to_grammar(spec["schema"])
+        return
     raise BadRequest(f"response_format.type must be text, json_object or json_schema, got {kind!r}", param="response_format.type")
 
 
@@ -144,6 +161,7 @@ async def completions() -> Response:
     s = services()
     req = parse_model(CompletionRequest, await json_object())
     engine = s.require_engine()
+    _apply_json_schema(req)
     if req.suffix:
         raise Unsupported("'suffix' (fill-in-the-middle) is not supported on /v1/completions; use /infill")
     prompts: list[list[int]] = []

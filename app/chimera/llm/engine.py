@@ -310,7 +310,7 @@ class Engine:
         slot.seq = None
         self._release_chain(seq)
         self.metrics.requests_done.labels(reason).inc()
-        self._outbox.append((seq, Finished(seq.index, reason, seq.usage(), seq.timings(), error)))
+        self._outbox.append((seq, Finished(seq.index, reason, seq.usage(), seq.timings(), error, seq.stop_word)))
 
     def _release_chain(self, seq: Sequence) -> None:
         if seq.chain is not None:

@@ -29,6 +29,7 @@ class Finished:
     usage: dict[str, Any]
     timings: dict[str, Any]
     error: Exception | None = None
+    stop_word: str | None = None  # the stop string that ended generation, if one did
 
 
 _ids = itertools.count()
@@ -78,6 +79,10 @@ class Sequence:
             out += self._stop.flush()
         self.text_len += len(out)
         return out, hit
+
+    @property
+    def stop_word(self) -> str | None:
+        return self._stop.matched
 
     def flush(self) -> str:
         return self._utf8.decode(b"", final=True) + self._stop.flush()

@@ -12,6 +12,7 @@ class StopMatcher:
     def __init__(self, stops: list[str]) -> None:
         self.stops = [s for s in stops if s]
         self.pending = ""
+        self.matched: str | None = None  # the stop string that ended generation
 
     def feed(self, text: str) -> tuple[str, bool]:
         if not self.stops:
@@ -21,7 +22,7 @@ class StopMatcher:
         for s in self.stops:
             i = buf.find(s)
             if i != -1 and (first == -1 or i < first):
-                first = i
+                first, self.matched = i, s
         if first != -1:
             self.pending = ""
             return buf[:first], True

@@ -51,6 +51,7 @@ class GenerationFields(BaseModel):
     logit_bias: dict[str, float] | None = None
     ignore_eos: bool = False
     grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
     n_probs: int | None = Field(None, ge=0, le=100)
     cache_prompt: bool = True
 

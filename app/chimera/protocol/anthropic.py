@@ -1,0 +1,130 @@
+"""Anthropic Messages request schemas, and their translation to chat messages. No I/O here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import BadRequest
+from .openai import GenerationFields
+
+
+class MessagesRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str
+    max_tokens: int = Field(ge=1)
+    messages: list[Any]
+    system: str | list[Any] | None = None
+    stop_sequences: list[str] | None = Field(None, max_length=16)
+    temperature: float | None = Field(None, ge=0.0, le=1.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0)
+    stream: bool = False
+    metadata: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+
+    def generation(self) -> GenerationFields:
+        """The same request in the engine's terms (Anthropic's default temperature is 1.0)."""
+        return GenerationFields(
+            max_tokens=self.max_tokens,
+            stop=self.stop_sequences,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+        )
+
+
+class CountTokensRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str
+    messages: list[Any]
+    system: str | list[Any] | None = None
+    tools: list[Any] | None = None
+
+
+def _text_of_blocks(blocks: Any, where: str) -> str:
+    if isinstance(blocks, str):
+        return blocks
+    if not isinstance(blocks, list):
+        raise BadRequest(f"{where} must be a string or an array of content blocks", param=where)
+    parts = []
+    for i, b in enumerate(blocks):
+        if not isinstance(b, dict) or "type" not in b:
+            raise BadRequest(f"{where}[{i}] must be a content block with a 'type'", param=f"{where}.{i}")
+        if b["type"] == "text":
+            if not isinstance(b.get("text"), str):
+                raise BadRequest(f"{where}[{i}].text must be a string", param=f"{where}.{i}.text")
+            parts.append(b["text"])
+        elif b["type"] in ("image", "document"):
+            raise BadRequest(
+                f"{where}[{i}]: this server has no multimodal projector loaded, so it cannot read {b['type']} "
+                "blocks (start it with --mmproj PATH)", param=f"{where}.{i}.type",
+            )
+        elif b["type"] in ("thinking", "redacted_thinking"):
+            continue  # earlier reasoning is not fed back to the model
+        else:
+            raise BadRequest(f"{where}[{i}].type {b['type']!r} is not supported here", param=f"{where}.{i}.type")
+    return "\n".join(parts)
+
+
+def to_chat_messages(system: str | list[Any] | None, messages: list[Any]) -> list[dict[str, Any]]:
+    """Anthropic system + messages → OpenAI-style chat messages for the chat template."""
+    out: list[dict[str, Any]] = []
+    if system:
+        out.append({"role": "system", "content": _text_of_blocks(system, "system")})
+    if not messages:
+        raise BadRequest("'messages' must be a non-empty array", param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise BadRequest(f"messages[{i}] must be an object", param=f"messages.{i}")
+        role = m.get("role")
+        if role not in ("user", "assistant"):
+            raise BadRequest(f"messages[{i}].role must be 'user' or 'assistant', got {role!r}", param=f"messages.{i}.role")
+        content = m.get("content")
+        if content is None:
+            raise BadRequest(f"messages[{i}].content is required", param=f"messages.{i}.content")
+        if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result") for b in content):
+            out.extend(_tool_blocks(role, content, i))
+            continue
+        out.append({"role": role, "content": _text_of_blocks(content, f"messages.{i}.content")})
+    return out
+
+
+def _tool_blocks(role: str, blocks: list[Any], i: int) -> list[dict[str, Any]]:
+    """tool_use (assistant) and tool_result (user) blocks → OpenAI tool_calls / tool messages."""
+    out: list[dict[str, Any]] = []
+    texts, calls = [], []
+    for j, b in enumerate(blocks):
+        where = f"messages.{i}.content.{j}"
+        kind = b.get("type") if isinstance(b, dict) else None
+        if kind == "tool_use" and role == "assistant":
+            calls.append({"id": b.get("id"), "type": "function",
+                          "function": {"name": b.get("name"), "arguments": json.dumps(b.get("input", {}))}})
+        elif kind == "tool_result" and role == "user":
+            content = b.get("content", "")
+            out.append({"role": "tool", "tool_call_id": b.get("tool_use_id"),
+                        "content": _text_of_blocks(content, where + ".content") if content else ""})
+        else:
+            texts.append(_text_of_blocks([b], where))
+    if role == "assistant":
+        return [{"role": "assistant", "content": "\n".join(texts), "tool_calls": calls}]
+    if texts:
+        out.append({"role": "user", "content": "\n".join(texts)})
+    return out
+
+
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+
+
+def stop_reason(finish: str, stop_word: str | None) -> StopReason:
+    if finish == "length":
+        return "max_tokens"
+    if stop_word is not None:
+        return "stop_sequence"
+    return "end_turn"

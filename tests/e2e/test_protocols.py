@@ -1,0 +1,143 @@
+"""Structured output and the Anthropic Messages API, through the official SDKs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from conftest import Server, module_server
+
+
+@pytest.fixture(scope="module")
+def server(smollm: Path) -> Iterator[Server]:
+    yield from module_server("-m", str(smollm), "-np", "4", "-c", "8192", "--api-key", "k-anthropic", api_key="k-anthropic")
+
+
+@pytest.fixture
+def claude(server: Server) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.base, api_key="k-anthropic", max_retries=0)
+
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer"},
+        "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b", "c"]}, "maxItems": 3},
+    },
+    "required": ["name", "age", "tags"],
+    "additionalProperties": False,
+}
+
+
+def test_json_schema_output_validates(server: Server) -> None:
+    client = server.client()
+    for stream in (False, True):
+        kw = dict(model="m", messages=[{"role": "user", "content": "Describe a person as JSON."}], max_tokens=120,
+                  temperature=0.7, seed=3,
+                  response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}})
+        if stream:
+            text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **kw) if c.choices)
+        else:
+            r = client.chat.completions.create(**kw)
+            assert r.choices[0].finish_reason == "stop"
+            text = r.choices[0].message.content or ""
+        obj = json.loads(text)
+        assert set(obj) == {"name", "age", "tags"}
+        assert isinstance(obj["name"], str) and len(obj["name"]) <= 20
+        assert isinstance(obj["age"], int)
+        assert all(t in ("a", "b", "c") for t in obj["tags"]) and len(obj["tags"]) <= 3
+
+
+def test_unsupported_schema_is_400_naming_it(server: Server) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        server.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {
+                "type": "object", "properties": {"n": {"type": "integer", "minimum": 3}, "s": {"not": {"type": "null"}}}}}},
+        )
+    msg = exc.value.message
+    assert "'minimum' at #/properties/n" in msg and "'not' at #/properties/s" in msg
+
+
+def test_messages_create(claude: anthropic.Anthropic) -> None:
+    msg = claude.messages.create(
+        model="smollm", max_tokens=16, system="You are terse.",
+        messages=[{"role": "user", "content": "Say something about the sea."}],
+    )
+    assert msg.type == "message" and msg.role == "assistant"
+    assert msg.content[0].type == "text" and msg.content[0].text
+    assert msg.stop_reason in ("end_turn", "max_tokens")
+    assert msg.usage.input_tokens > 5 and 0 < msg.usage.output_tokens <= 16
+
+
+def test_messages_max_tokens_and_stop_sequence(claude: anthropic.Anthropic) -> None:
+    long = claude.messages.create(model="m", max_tokens=4, extra_body={"temperature": 0.0},
+                                  messages=[{"role": "user", "content": [{"type": "text", "text": "Count: one two three"}]}])
+    assert long.stop_reason == "max_tokens" and long.usage.output_tokens == 4
+    base = claude.messages.create(model="m", max_tokens=30, extra_body={"temperature": 0.0},
+                                  messages=[{"role": "user", "content": "Write a sentence about cats."}])
+    text = base.content[0].text
+    words = [w for w in text.split() if len(w) > 3]
+    assert words, text
+    stop = words[1] if len(words) > 1 else words[0]
+    cut = claude.messages.create(model="m", max_tokens=30, extra_body={"temperature": 0.0}, stop_sequences=[stop],
+                                 messages=[{"role": "user", "content": "Write a sentence about cats."}])
+    assert cut.stop_reason == "stop_sequence" and cut.stop_sequence == stop
+    assert cut.content[0].text == text[: text.index(stop)]
+
+
+def test_messages_stream_events(claude: anthropic.Anthropic) -> None:
+    with claude.messages.stream(model="m", max_tokens=12, extra_body={"temperature": 0.0},
+                                messages=[{"role": "user", "content": "Tell me about rivers."}]) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert "".join(pieces) == final.content[0].text
+    assert final.stop_reason in ("end_turn", "max_tokens")
+    plain = claude.messages.create(model="m", max_tokens=12, extra_body={"temperature": 0.0},
+                                   messages=[{"role": "user", "content": "Tell me about rivers."}])
+    assert plain.content[0].text == final.content[0].text
+
+
+def test_raw_event_order(server: Server) -> None:
+    with httpx.stream("POST", server.base + "/v1/messages", headers={"x-api-key": "k-anthropic"}, json={
+        "model": "m", "max_tokens": 3, "stream": True, "messages": [{"role": "user", "content": "hi"}],
+    }) as r:
+        events = [line[7:] for line in r.iter_lines() if line.startswith("event: ")]
+    assert events[:3] == ["message_start", "content_block_start", "ping"]
+    assert events[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(events[3:-3]) <= {"content_block_delta"}
+
+
+def test_count_tokens(claude: anthropic.Anthropic) -> None:
+    msgs = [{"role": "user", "content": "How many tokens is this?"}]
+    counted = claude.messages.count_tokens(model="m", messages=msgs)
+    created = claude.messages.create(model="m", max_tokens=1, messages=msgs)
+    assert counted.input_tokens == created.usage.input_tokens
+    with_system = claude.messages.count_tokens(model="m", messages=msgs, system="A long system prompt about many things. " * 10)
+    assert with_system.input_tokens > counted.input_tokens
+
+
+def test_anthropic_errors_have_anthropic_shape(server: Server, claude: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        claude.messages.create(model="m", max_tokens=5, messages=[])
+    assert exc.value.body["type"] == "error"
+    assert exc.value.body["error"]["type"] == "invalid_request_error"
+    r = httpx.post(server.base + "/v1/messages", headers={"x-api-key": "k-anthropic"},
+                   json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in r.json()["error"]["message"]
+    bad = anthropic.Anthropic(base_url=server.base, api_key="wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as auth:
+        bad.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert auth.value.body["error"]["type"] == "authentication_error"
+    with pytest.raises(anthropic.BadRequestError) as img:
+        claude.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}])
+    assert "--mmproj" in img.value.body["error"]["message"]
