@@ -174,7 +174,7 @@ def table(ls: dict[str, Any], ch: dict[str, Any], args: argparse.Namespace) -> s
     lines += [
         "",
         f"- Resident memory after the load: llama-server {ls['rss_mb']:.0f} MB, chimera {ch['rss_mb']:.0f} MB "
-        f"(+{ch['rss_mb'] - ls['rss_mb']:.0f} MB).",
+        f"({ch['rss_mb'] - ls['rss_mb']:+.0f} MB; llama-server's includes its host-memory prompt cache).",
         f"- chimera engine, mean per step over the run: {st.get('step_ms', 0):.2f} ms in the step, of which "
         f"{st.get('decode_ms', 0):.2f} ms in llama_decode; Python time per step (everything but the decode, "
         f"thread hand-off included): {st.get('python_ms', 0):.2f} ms.",
