@@ -13,6 +13,7 @@ from ..llm.engine import Engine
 from ..llm.sequence import Delta, Finished
 from ..llm.serving import Generation, new_id
 from ..protocol.anthropic import CountTokensRequest, MessagesRequest, stop_reason, to_chat_messages
+from .chat import tokenize_prompt
 from .common import json_object, json_response, parse_model, services, sse_response
 
 blueprint = Blueprint("anthropic", __name__)
@@ -20,8 +21,7 @@ blueprint = Blueprint("anthropic", __name__)
 
 def _prompt_tokens(engine: Engine, system: Any, messages: list[Any]) -> list[int]:
     text = engine.template.render(normalize_messages(to_chat_messages(system, messages)), add_generation_prompt=True)
-    starts_with_bos = bool(engine.template.bos_token) and text.startswith(engine.template.bos_token)
-    return engine.model.tokenize(text, add_special=not starts_with_bos, parse_special=True)
+    return tokenize_prompt(engine, text)
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:

@@ -136,10 +136,12 @@ def create_app(services: Services) -> QuartTrio:
         return error_response(ChimeraError(f"internal server error ({type(e).__name__}); see the server log"))
 
     from .anthropic import blueprint as anthropic_bp
+    from .chat import blueprint as chat_bp
     from .llm import blueprint as llm_bp
     from .meta import blueprint as meta_bp
 
     app.register_blueprint(meta_bp)
+    app.register_blueprint(chat_bp)
     app.register_blueprint(llm_bp)
     app.register_blueprint(anthropic_bp)
 

@@ -1,4 +1,4 @@
-"""LLM routes: chat and text completions, embeddings, tokenize/detokenize, templates, slots."""
+"""LLM routes: text completions, embeddings, tokenize/detokenize, templates, slots."""
 
 from __future__ import annotations
 
@@ -13,19 +13,16 @@ from ..errors import BadRequest, ChimeraError, Unsupported
 from ..llm import introspect
 from ..llm.chat import normalize_messages
 from ..llm.engine import Engine
-from ..llm.grammars import JSON_GBNF
-from ..llm.schema import schema_to_grammar
 from ..llm.sequence import Delta
-from ..llm.serving import Generation, chat_logprobs, completion_logprobs, new_id
+from ..llm.serving import Generation, completion_logprobs, new_id
 from ..protocol.openai import (
     ApplyTemplateRequest,
-    ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
     EmbeddingRequest,
-    GenerationFields,
     TokenizeRequest,
 )
+from .chat import apply_json_schema
 from .common import SSE_DONE, json_object, json_response, parse_model, services, sse_event, sse_response
 
 log = logging.getLogger("chimera.http.llm")
@@ -37,53 +34,10 @@ def _chat_prompt(engine: Engine, messages: list[Any], add_generation_prompt: boo
     return engine.template.render(normalize_messages(messages), add_generation_prompt=add_generation_prompt)
 
 
-def _tokenize_prompt(engine: Engine, text: str) -> list[int]:
-    m = engine.model
-    starts_with_bos = bool(engine.template.bos_token) and text.startswith(engine.template.bos_token)
-    return m.tokenize(text, add_special=not starts_with_bos, parse_special=True)
-
-
-def _apply_json_schema(req: GenerationFields) -> None:
-    """llama-server's top-level `json_schema` field."""
-    if req.json_schema is not None:
-        if req.grammar:
-            raise BadRequest("give either 'grammar' or 'json_schema', not both", param="json_schema")
-        req.grammar = schema_to_grammar(req.json_schema, param="json_schema")
-
-
-def _apply_response_format(req: ChatCompletionRequest) -> None:
-    _apply_json_schema(req)
-    rf = req.response_format
-    if rf is None:
-        return
-    kind = rf.get("type")
-    if kind == "text":
-        return
-    if kind == "json_object":
-        if req.grammar:
-            raise BadRequest("give either 'grammar' or 'response_format', not both", param="response_format")
-        req.grammar = JSON_GBNF
-        return
-    if kind == "json_schema":
-        spec = rf.get("json_schema")
-        if not isinstance(spec, dict) or "schema" not in spec:
-            raise BadRequest("response_format.json_schema must be an object with a 'schema'", param="response_format.json_schema")
-        if req.grammar:
-            raise BadRequest("give either 'grammar' or 'response_format', not both", param="response_format")
-        req.grammar = schema_to_grammar(spec["schema"])
-        return
-    raise BadRequest(f"response_format.type must be text, json_object or json_schema, got {kind!r}", param="response_format.type")
-
-
-async def _stream(
-    gen: Generation, first: dict[str, Any], chunk: Any, include_usage: bool, announce: bool
-) -> AsyncIterator[bytes]:
-    """SSE events for a generation; errors mid-stream become a final error event."""
+async def _stream(gen: Generation, first: dict[str, Any], chunk: Any, include_usage: bool) -> AsyncIterator[bytes]:
+    """SSE events for a text completion; errors mid-stream become a final error event."""
     finished = []
     try:
-        if announce:  # chat: a first chunk per choice carrying the role
-            for seq in gen.seqs:
-                yield sse_event(first | {"choices": [chunk(seq.index, None, role=True)]})
         async for ev in gen.events():
             if isinstance(ev, Delta):
                 if ev.text or ev.logprobs:
@@ -103,65 +57,13 @@ async def _stream(
     yield SSE_DONE
 
 
-@blueprint.post("/v1/chat/completions")
-@blueprint.post("/chat/completions")
-async def chat_completions() -> Response:
-    s = services()
-    req = parse_model(ChatCompletionRequest, await json_object())
-    engine = s.require_engine()
-    if req.tools:
-        raise Unsupported("tool calls are not supported by this server yet")
-    _apply_response_format(req)
-    prompt = _tokenize_prompt(engine, _chat_prompt(engine, req.messages))
-    top_n = req.top_logprobs or 0
-    gen = Generation(engine, [prompt], req, req.n_probs_wanted(), "messages")
-    cid, created = new_id("chatcmpl"), gen.created
-    want_lp = req.logprobs
-
-    if req.stream:
-        base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": s.model_id,
-                "system_fingerprint": FINGERPRINT}
-
-        def chunk(index: int, ev: Delta | None, role: bool = False, finish: str | None = None) -> dict[str, Any]:
-            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
-            lp = None
-            if ev is not None:
-                if ev.text:
-                    delta["content"] = ev.text
-                if want_lp and ev.logprobs:
-                    lp = chat_logprobs(engine, ev.logprobs, top_n)
-            return {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
-
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return sse_response(_stream(gen, base, chunk, include_usage, announce=True))
-
-    try:
-        choices = await gen.collect()
-    finally:
-        gen.cancel()
-    finished = [c.finished for c in choices if c.finished]
-    body = {
-        "id": cid, "object": "chat.completion", "created": created, "model": s.model_id,
-        "system_fingerprint": FINGERPRINT,
-        "choices": [{
-            "index": c.index,
-            "message": {"role": "assistant", "content": "".join(c.text)},
-            "logprobs": chat_logprobs(engine, c.logprobs, top_n) if want_lp else None,
-            "finish_reason": c.finished.reason if c.finished else "stop",
-        } for c in choices],
-        "usage": gen.usage(finished),
-        "timings": finished[-1].timings if finished else {},
-    }
-    return json_response(body)
-
-
 @blueprint.post("/v1/completions")
 @blueprint.post("/completions")
 async def completions() -> Response:
     s = services()
     req = parse_model(CompletionRequest, await json_object())
     engine = s.require_engine()
-    _apply_json_schema(req)
+    apply_json_schema(req)
     if req.suffix:
         raise Unsupported("'suffix' (fill-in-the-middle) is not supported on /v1/completions; use /infill")
     prompts: list[list[int]] = []
@@ -188,7 +90,7 @@ async def completions() -> Response:
                 "system_fingerprint": FINGERPRINT}
         sent: set[int] = set()
 
-        def chunk(index: int, ev: Delta | None, role: bool = False, finish: str | None = None) -> dict[str, Any]:
+        def chunk(index: int, ev: Delta | None, finish: str | None = None) -> dict[str, Any]:
             text = ""
             if index not in sent:
                 sent.add(index)
@@ -201,7 +103,7 @@ async def completions() -> Response:
             return {"index": index, "text": text, "logprobs": lp, "finish_reason": finish}
 
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return sse_response(_stream(gen, base, chunk, include_usage, announce=False))
+        return sse_response(_stream(gen, base, chunk, include_usage))
 
     try:
         choices = await gen.collect()

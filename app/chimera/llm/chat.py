@@ -51,7 +51,7 @@ def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, s
 
 class ChatTemplate:
     def __init__(self, source: str, bos_token: str, eos_token: str, name: str = "model") -> None:
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -77,6 +77,16 @@ class ChatTemplate:
 
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any) -> str:
         try:
+            return self._render(messages, add_generation_prompt, **extra)
+        except TypeError:
+            # templates disagree on tool-call arguments: most want a mapping, some a JSON string
+            as_text = _arguments_as_text(messages)
+            if as_text is None:
+                raise BadRequest("the chat template failed on these messages", param="messages") from None
+            return self._render(as_text, add_generation_prompt, **extra)
+
+    def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool, **extra: Any) -> str:
+        try:
             return self.template.render(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
@@ -86,8 +96,27 @@ class ChatTemplate:
             )
         except BadRequest:
             raise
-        except (TemplateError, TypeError, ValueError, KeyError, AttributeError) as e:
+        except (TemplateError, ValueError, KeyError, AttributeError) as e:
             raise BadRequest(f"the chat template failed on these messages: {e}", param="messages") from None
+
+
+def _arguments_as_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The messages with tool-call arguments as JSON strings, or None if none were mappings."""
+    changed = False
+    out = []
+    for m in messages:
+        calls = m.get("tool_calls")
+        if calls:
+            new_calls = []
+            for c in calls:
+                fn = dict(c.get("function") or {})
+                if isinstance(fn.get("arguments"), dict):
+                    fn["arguments"] = json.dumps(fn["arguments"], ensure_ascii=False)
+                    changed = True
+                new_calls.append({**c, "function": fn, **({"arguments": fn["arguments"]} if "arguments" in c else {})})
+            m = {**m, "tool_calls": new_calls}
+        out.append(m)
+    return out if changed else None
 
 
 def normalize_messages(messages: Any) -> list[dict[str, Any]]:

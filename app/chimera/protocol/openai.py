@@ -105,6 +105,7 @@ class ChatCompletionRequest(GenerationFields):
     response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
 
     def n_probs_wanted(self) -> int:
         if self.logprobs:

@@ -1,0 +1,162 @@
+"""POST /v1/chat/completions: messages through the chat template, tools, structured output."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, AsyncIterator
+
+from quart import Blueprint, Response
+
+from ..errors import BadRequest, ChimeraError
+from ..llm import tooluse
+from ..llm.chat import normalize_messages
+from ..llm.engine import Engine
+from ..llm.grammars import JSON_GBNF
+from ..llm.schema import schema_to_grammar
+from ..llm.sequence import Delta, Finished
+from ..llm.serving import Generation, chat_logprobs, new_id
+from ..llm.toolcalls import Call, StreamParser
+from ..protocol.openai import ChatCompletionRequest, GenerationFields
+from .common import SSE_DONE, json_object, json_response, parse_model, services, sse_event, sse_response
+
+blueprint = Blueprint("chat", __name__)
+FINGERPRINT = "chimera"
+
+
+def tokenize_prompt(engine: Engine, text: str) -> list[int]:
+    starts_with_bos = bool(engine.template.bos_token) and text.startswith(engine.template.bos_token)
+    return engine.model.tokenize(text, add_special=not starts_with_bos, parse_special=True)
+
+
+def apply_json_schema(req: GenerationFields) -> None:
+    """llama-server's top-level `json_schema` field."""
+    if req.json_schema is not None:
+        if req.grammar:
+            raise BadRequest("give either 'grammar' or 'json_schema', not both", param="json_schema")
+        req.grammar = schema_to_grammar(req.json_schema, param="json_schema")
+
+
+def _set_grammar(req: GenerationFields, grammar: str, param: str) -> None:
+    if req.grammar:
+        raise BadRequest(f"'{param}' cannot be combined with 'grammar', 'json_schema' or another constraint", param=param)
+    req.grammar = grammar
+
+
+def apply_response_format(req: ChatCompletionRequest) -> None:
+    apply_json_schema(req)
+    rf = req.response_format
+    if rf is None or rf.get("type") == "text":
+        return
+    kind = rf.get("type")
+    if kind == "json_object":
+        _set_grammar(req, JSON_GBNF, "response_format")
+    elif kind == "json_schema":
+        spec = rf.get("json_schema")
+        if not isinstance(spec, dict) or "schema" not in spec:
+            raise BadRequest("response_format.json_schema must be an object with a 'schema'", param="response_format.json_schema")
+        _set_grammar(req, schema_to_grammar(spec["schema"]), "response_format")
+    else:
+        raise BadRequest(f"response_format.type must be text, json_object or json_schema, got {kind!r}", param="response_format.type")
+
+
+def render_prompt(engine: Engine, req: ChatCompletionRequest) -> tuple[str, tooluse.ToolPlan | None]:
+    messages = normalize_messages(req.messages)
+    plan = tooluse.plan(req.tools, req.tool_choice, req.parallel_tool_calls, engine.template.source)
+    extra: dict[str, Any] = {}
+    if plan is not None:
+        messages = tooluse.render_messages(messages, plan)
+        if plan.native:
+            extra["tools"] = plan.tools
+        grammar = tooluse.forced_grammar(plan)
+        if grammar is not None:
+            _set_grammar(req, grammar, "tool_choice")
+    return engine.template.render(messages, add_generation_prompt=True, **extra), plan
+
+
+def _tool_call_objects(calls: list[Call], plan: tooluse.ToolPlan) -> list[dict[str, Any]]:
+    if not plan.parallel:
+        calls = calls[:1]
+    return [{"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
+             "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]
+
+
+async def _stream(gen: Generation, base: dict[str, Any], engine: Engine, req: ChatCompletionRequest,
+                  plan: tooluse.ToolPlan | None) -> AsyncIterator[bytes]:
+    parsers = {s.index: StreamParser(plan.family) for s in gen.seqs} if plan else {}
+    top_n = req.top_logprobs or 0
+    finished: list[Finished] = []
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None, lp: Any = None) -> bytes:
+        return sse_event(base | {"choices": [{"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}]})
+
+    try:
+        for seq in gen.seqs:
+            yield chunk(seq.index, {"role": "assistant", "content": ""})
+        async for ev in gen.events():
+            if isinstance(ev, Delta):
+                text = parsers[ev.index].feed(ev.text) if plan else ev.text
+                lp = chat_logprobs(engine, ev.logprobs, top_n) if req.logprobs and ev.logprobs else None
+                if text or lp:
+                    yield chunk(ev.index, {"content": text} if text else {}, lp=lp)
+                continue
+            finished.append(ev)
+            reason = ev.reason
+            if plan is not None:
+                rest, calls = parsers[ev.index].finish()
+                if rest:
+                    yield chunk(ev.index, {"content": rest})
+                for i, call in enumerate(_tool_call_objects(calls, plan)):
+                    fn = call["function"]
+                    yield chunk(ev.index, {"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                                           "function": {"name": fn["name"], "arguments": ""}}]})
+                    yield chunk(ev.index, {"tool_calls": [{"index": i, "function": {"arguments": fn["arguments"]}}]})
+                    reason = "tool_calls"
+            body = base | {"choices": [{"index": ev.index, "delta": {}, "logprobs": None, "finish_reason": reason}]}
+            if len(finished) == len(gen.seqs):
+                body["timings"] = ev.timings
+            yield sse_event(body)
+        if req.stream_options and req.stream_options.include_usage:
+            yield sse_event(base | {"choices": [], "usage": gen.usage(finished)})
+    except ChimeraError as e:
+        yield sse_event(e.to_openai())
+    finally:
+        gen.cancel()
+    yield SSE_DONE
+
+
+@blueprint.post("/v1/chat/completions")
+@blueprint.post("/chat/completions")
+async def chat_completions() -> Response:
+    s = services()
+    req = parse_model(ChatCompletionRequest, await json_object())
+    engine = s.require_engine()
+    apply_response_format(req)
+    text, plan = render_prompt(engine, req)
+    gen = Generation(engine, [tokenize_prompt(engine, text)], req, req.n_probs_wanted(), "messages")
+    base = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": gen.created,
+            "model": s.model_id, "system_fingerprint": FINGERPRINT}
+    if req.stream:
+        return sse_response(_stream(gen, base, engine, req, plan))
+    try:
+        choices = await gen.collect()
+    finally:
+        gen.cancel()
+    finished = [c.finished for c in choices if c.finished]
+    out = []
+    for c in choices:
+        content: str | None = "".join(c.text)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        reason = c.finished.reason if c.finished else "stop"
+        if plan is not None:
+            parsed = plan.family.parse(content or "")
+            if parsed.calls:
+                message = {"role": "assistant", "content": parsed.content or None,
+                           "tool_calls": _tool_call_objects(parsed.calls, plan)}
+                reason = "tool_calls"
+        out.append({"index": c.index, "message": message,
+                    "logprobs": chat_logprobs(engine, c.logprobs, req.top_logprobs or 0) if req.logprobs else None,
+                    "finish_reason": reason})
+    return json_response(base | {
+        "object": "chat.completion", "choices": out, "usage": gen.usage(finished),
+        "timings": finished[-1].timings if finished else {},
+    })
