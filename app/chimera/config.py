@@ -55,6 +55,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_queue", ("--max-queue",), "requests that may wait for a slot; beyond it 503 (default 256)"),
     Option("chat_template", ("--chat-template",), "built-in chat template to use instead of the model's (chatml, llama3, ...)"),
     Option("chat_template_file", ("--chat-template-file",), "Jinja chat template file to use instead of the model's", metavar="PATH"),
+    Option("reasoning_format", ("--reasoning-format",), "where <think> blocks go: auto (when the template thinks) | deepseek (always) | none (left in content)"),
+    Option("reasoning_budget", ("--reasoning-budget",), "-1: think freely; 0: ask the template not to think (default -1)"),
     Option("models_dir", ("--models-dir",), "where prepared default models are kept (default: the user cache dir)", metavar="PATH"),
 )
 
@@ -89,12 +91,21 @@ class Settings(BaseModel):
     chat_template: str | None = None
     chat_template_file: Path | None = None
     models_dir: Path | None = None
+    reasoning_format: Literal["auto", "deepseek", "none"] = "auto"
+    reasoning_budget: int = -1
 
     @field_validator("flash_attn", mode="before")
     @classmethod
     def _fa(cls, v: Any) -> Any:
         aliases = {"1": "on", "true": "on", "0": "off", "false": "off", True: "on", False: "off"}
         return aliases.get(v if not isinstance(v, str) else v.lower(), v)
+
+    @field_validator("reasoning_budget")
+    @classmethod
+    def _budget(cls, v: int) -> int:
+        if v not in (-1, 0):
+            raise ValueError("only -1 (no limit) and 0 (no thinking) are supported")
+        return v
 
     @field_validator("chat_template")
     @classmethod

@@ -13,11 +13,11 @@ from conftest import Server, module_server
 
 TOOLS: list[Any] = [
     {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
-     "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+     "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24},
                                                      "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
                     "required": ["city", "unit"], "additionalProperties": False}}},
     {"type": "function", "function": {"name": "get_time", "description": "Local time in a timezone",
-     "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}}},
+     "parameters": {"type": "object", "properties": {"tz": {"type": "string", "maxLength": 24}}, "required": ["tz"]}}},
 ]
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
@@ -34,7 +34,8 @@ def _check_weather_args(arguments: str) -> None:
 
 
 def test_required_tool_choice_returns_valid_call(client: openai.OpenAI) -> None:
-    r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=120)
+    r = client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=200,
+                                       temperature=0)
     c = r.choices[0]
     assert c.finish_reason == "tool_calls"
     assert c.message.tool_calls and all(tc.function.name in ("get_weather", "get_time") for tc in c.message.tool_calls)
@@ -48,7 +49,7 @@ def test_required_tool_choice_returns_valid_call(client: openai.OpenAI) -> None:
 
 def test_named_tool_choice_streaming(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model="m", messages=ASK, tools=TOOLS, max_tokens=120, stream=True, parallel_tool_calls=False,
+        model="m", messages=ASK, tools=TOOLS, max_tokens=200, stream=True, parallel_tool_calls=False, temperature=0,
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
     )
     calls: dict[int, dict[str, str]] = {}

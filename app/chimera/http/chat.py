@@ -7,12 +7,15 @@ from typing import Any, AsyncIterator
 
 from quart import Blueprint, Response
 
+from ..config import Settings
 from ..errors import BadRequest, ChimeraError
 from ..llm import tooluse
 from ..llm.chat import normalize_messages
 from ..llm.engine import Engine
 from ..llm.grammars import JSON_GBNF
 from ..llm.schema import schema_to_grammar
+from ..llm.reasoning import OPEN, ReasoningSplitter
+from ..llm.reasoning import split as split_reasoning
 from ..llm.sequence import Delta, Finished
 from ..llm.serving import Generation, chat_logprobs, new_id
 from ..llm.toolcalls import Call, StreamParser
@@ -59,10 +62,24 @@ def apply_response_format(req: ChatCompletionRequest) -> None:
         raise BadRequest(f"response_format.type must be text, json_object or json_schema, got {kind!r}", param="response_format.type")
 
 
-def render_prompt(engine: Engine, req: ChatCompletionRequest) -> tuple[str, tooluse.ToolPlan | None]:
+def template_vars(req: ChatCompletionRequest, settings: Settings) -> dict[str, Any]:
+    """Extra template variables: chat_template_kwargs, the thinking switch, reasoning_effort."""
+    extra: dict[str, Any] = {}
+    if settings.reasoning_budget == 0:
+        extra["enable_thinking"] = False
+    if req.reasoning_effort is not None:
+        extra["reasoning_effort"] = req.reasoning_effort
+    for key, value in (req.chat_template_kwargs or {}).items():
+        if key in ("messages", "tools", "add_generation_prompt", "bos_token", "eos_token"):
+            raise BadRequest(f"chat_template_kwargs cannot set {key!r}", param=f"chat_template_kwargs.{key}")
+        extra[key] = value
+    return extra
+
+
+def render_prompt(engine: Engine, req: ChatCompletionRequest, settings: Settings) -> tuple[str, tooluse.ToolPlan | None]:
     messages = normalize_messages(req.messages)
     plan = tooluse.plan(req.tools, req.tool_choice, req.parallel_tool_calls, engine.template.source)
-    extra: dict[str, Any] = {}
+    extra = template_vars(req, settings)
     if plan is not None:
         messages = tooluse.render_messages(messages, plan)
         if plan.native:
@@ -80,9 +97,18 @@ def _tool_call_objects(calls: list[Call], plan: tooluse.ToolPlan) -> list[dict[s
              "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]
 
 
+def reasoning_mode(engine: Engine, req: ChatCompletionRequest, settings: Settings, prompt: str) -> bool | None:
+    """None: leave <think> in content; else whether the reply starts inside a think block."""
+    fmt = req.reasoning_format or settings.reasoning_format
+    if fmt == "none" or (fmt == "auto" and OPEN not in engine.template.source):
+        return None
+    return prompt.rstrip().endswith(OPEN)
+
+
 async def _stream(gen: Generation, base: dict[str, Any], engine: Engine, req: ChatCompletionRequest,
-                  plan: tooluse.ToolPlan | None) -> AsyncIterator[bytes]:
+                  plan: tooluse.ToolPlan | None, thinking: bool | None) -> AsyncIterator[bytes]:
     parsers = {s.index: StreamParser(plan.family) for s in gen.seqs} if plan else {}
+    splitters = {s.index: ReasoningSplitter(thinking) for s in gen.seqs} if thinking is not None else {}
     top_n = req.top_logprobs or 0
     finished: list[Finished] = []
 
@@ -94,17 +120,25 @@ async def _stream(gen: Generation, base: dict[str, Any], engine: Engine, req: Ch
             yield chunk(seq.index, {"role": "assistant", "content": ""})
         async for ev in gen.events():
             if isinstance(ev, Delta):
-                text = parsers[ev.index].feed(ev.text) if plan else ev.text
+                thought, text = splitters[ev.index].feed(ev.text) if splitters else ("", ev.text)
+                text = parsers[ev.index].feed(text) if plan else text
                 lp = chat_logprobs(engine, ev.logprobs, top_n) if req.logprobs and ev.logprobs else None
-                if text or lp:
-                    yield chunk(ev.index, {"content": text} if text else {}, lp=lp)
+                delta = ({"reasoning_content": thought} if thought else {}) | ({"content": text} if text else {})
+                if delta or lp:
+                    yield chunk(ev.index, delta, lp=lp)
                 continue
             finished.append(ev)
             reason = ev.reason
+            thought, rest = splitters[ev.index].finish() if splitters else ("", "")
+            if thought:
+                yield chunk(ev.index, {"reasoning_content": thought})
             if plan is not None:
-                rest, calls = parsers[ev.index].finish()
-                if rest:
-                    yield chunk(ev.index, {"content": rest})
+                rest = parsers[ev.index].feed(rest) if rest else ""
+                tail, calls = parsers[ev.index].finish()
+                rest += tail
+            if rest:
+                yield chunk(ev.index, {"content": rest})
+            if plan is not None:
                 for i, call in enumerate(_tool_call_objects(calls, plan)):
                     fn = call["function"]
                     yield chunk(ev.index, {"tool_calls": [{"index": i, "id": call["id"], "type": "function",
@@ -131,12 +165,13 @@ async def chat_completions() -> Response:
     req = parse_model(ChatCompletionRequest, await json_object())
     engine = s.require_engine()
     apply_response_format(req)
-    text, plan = render_prompt(engine, req)
+    text, plan = render_prompt(engine, req, s.settings)
+    thinking = reasoning_mode(engine, req, s.settings, text)
     gen = Generation(engine, [tokenize_prompt(engine, text)], req, req.n_probs_wanted(), "messages")
     base = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": gen.created,
             "model": s.model_id, "system_fingerprint": FINGERPRINT}
     if req.stream:
-        return sse_response(_stream(gen, base, engine, req, plan))
+        return sse_response(_stream(gen, base, engine, req, plan, thinking))
     try:
         choices = await gen.collect()
     finally:
@@ -145,6 +180,9 @@ async def chat_completions() -> Response:
     out = []
     for c in choices:
         content: str | None = "".join(c.text)
+        thought = ""
+        if thinking is not None:
+            thought, content = split_reasoning(content or "", thinking)
         message: dict[str, Any] = {"role": "assistant", "content": content}
         reason = c.finished.reason if c.finished else "stop"
         if plan is not None:
@@ -153,6 +191,8 @@ async def chat_completions() -> Response:
                 message = {"role": "assistant", "content": parsed.content or None,
                            "tool_calls": _tool_call_objects(parsed.calls, plan)}
                 reason = "tool_calls"
+        if thought:
+            message["reasoning_content"] = thought
         out.append({"index": c.index, "message": message,
                     "logprobs": chat_logprobs(engine, c.logprobs, req.top_logprobs or 0) if req.logprobs else None,
                     "finish_reason": reason})

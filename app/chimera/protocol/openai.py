@@ -106,6 +106,9 @@ class ChatCompletionRequest(GenerationFields):
     tools: list[Any] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    reasoning_format: Literal["auto", "deepseek", "none"] | None = None
 
     def n_probs_wanted(self) -> int:
         if self.logprobs:

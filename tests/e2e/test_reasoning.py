@@ -1,0 +1,63 @@
+"""reasoning_content plumbing: a grammar makes SmolLM2 answer in the <think> shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import openai
+import pytest
+
+from conftest import Server, module_server
+
+SHAPE = 'root ::= "<think>" [a-z ]{3,40} "</think>\\n\\n" [A-Za-z ]{3,40}'
+ASK = [{"role": "user", "content": "Think first, then answer: what is a cat?"}]
+
+
+@pytest.fixture(scope="module")
+def server(smollm: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # a thinking template: the generation prompt is plain, the reply may start with <think>
+    tpl = tmp_path_factory.mktemp("tpl") / "think.jinja"
+    tpl.write_text(
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n"
+        "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+        "{# <think> blocks are reasoning #}"
+    )
+    yield from module_server("-m", str(smollm), "--chat-template-file", str(tpl))
+
+
+def test_reasoning_split_plain_and_streaming(server: Server) -> None:
+    client = server.client()
+    r = client.chat.completions.create(model="m", messages=ASK, max_tokens=60, temperature=0, extra_body={"grammar": SHAPE})
+    msg = r.choices[0].message
+    thought = getattr(msg, "reasoning_content", None) or (msg.model_extra or {}).get("reasoning_content")
+    assert thought and "<think>" not in thought and "</think>" not in (msg.content or "")
+    assert msg.content and "<think>" not in msg.content
+    stream = client.chat.completions.create(model="m", messages=ASK, max_tokens=60, temperature=0, stream=True,
+                                            extra_body={"grammar": SHAPE})
+    r_parts, c_parts = [], []
+    for ch in stream:
+        if not ch.choices:
+            continue
+        extra = ch.choices[0].delta.model_extra or {}
+        r_parts.append(extra.get("reasoning_content") or "")
+        c_parts.append(ch.choices[0].delta.content or "")
+    assert "".join(r_parts) == thought
+    assert "".join(c_parts) == msg.content
+
+
+def test_reasoning_format_none_keeps_tags(server: Server) -> None:
+    r = server.client().chat.completions.create(model="m", messages=ASK, max_tokens=60, temperature=0,
+                                                extra_body={"grammar": SHAPE, "reasoning_format": "none"})
+    assert (r.choices[0].message.content or "").startswith("<think>")
+
+
+def test_chat_template_kwargs_reach_the_template(server: Server) -> None:
+    http = server.http()
+    on = http.post("/v1/chat/completions", json={"messages": ASK, "max_tokens": 1}).json()
+    off = http.post("/v1/chat/completions", json={"messages": ASK, "max_tokens": 1,
+                                                   "chat_template_kwargs": {"enable_thinking": False}}).json()
+    assert off["usage"]["prompt_tokens"] > on["usage"]["prompt_tokens"], "the template's thinking switch was applied"
+    bad = http.post("/v1/chat/completions", json={"messages": ASK, "chat_template_kwargs": {"messages": []}})
+    assert bad.status_code == 400
