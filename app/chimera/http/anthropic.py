@@ -1,17 +1,27 @@
-"""Anthropic Messages API: POST /v1/messages (plain and streaming) and /v1/messages/count_tokens."""
+"""Anthropic Messages API: POST /v1/messages (plain and streaming) and /v1/messages/count_tokens.
+
+Tools and thinking use the same machinery as chat completions: the template renders the tools,
+the family parser finds calls, the reasoning splitter finds `<think>` blocks. Output becomes
+content blocks (`thinking`, `text`, `tool_use`), streamed with the event sequence the SDK expects.
+"""
 
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any, AsyncIterator
 
 from quart import Blueprint, Response
 
-from ..errors import ChimeraError, Unsupported
+from ..errors import BadRequest, ChimeraError
+from ..llm import tooluse
 from ..llm.chat import normalize_messages
 from ..llm.engine import Engine
+from ..llm.reasoning import OPEN, ReasoningSplitter
+from ..llm.reasoning import split as split_reasoning
 from ..llm.sequence import Delta, Finished
 from ..llm.serving import Generation, new_id
+from ..llm.toolcalls import Call, StreamParser
 from ..protocol.anthropic import CountTokensRequest, MessagesRequest, stop_reason, to_chat_messages
 from .chat import tokenize_prompt
 from .common import json_object, json_response, parse_model, services, sse_response
@@ -19,13 +29,61 @@ from .common import json_object, json_response, parse_model, services, sse_respo
 blueprint = Blueprint("anthropic", __name__)
 
 
-def _prompt_tokens(engine: Engine, system: Any, messages: list[Any]) -> list[int]:
-    text = engine.template.render(normalize_messages(to_chat_messages(system, messages)), add_generation_prompt=True)
-    return tokenize_prompt(engine, text)
+def _openai_tools(tools: list[Any] | None) -> list[dict[str, Any]] | None:
+    if not tools:
+        return None
+    out = []
+    for i, t in enumerate(tools):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise BadRequest(f"tools[{i}] must have a 'name'", param=f"tools.{i}")
+        if t.get("type") not in (None, "custom"):
+            raise BadRequest(f"tools[{i}]: server tool {t.get('type')!r} is not available here", param=f"tools.{i}.type")
+        out.append({"type": "function", "function": {
+            "name": t["name"], "description": t.get("description", ""),
+            "parameters": t.get("input_schema", {"type": "object", "properties": {}}),
+        }})
+    return out
+
+
+def _tool_choice(choice: dict[str, Any] | None) -> tuple[Any, bool | None]:
+    if choice is None:
+        return None, None
+    parallel = None if not choice.get("disable_parallel_tool_use") else False
+    kind = choice.get("type")
+    if kind == "auto":
+        return "auto", parallel
+    if kind == "any":
+        return "required", parallel
+    if kind == "none":
+        return "none", parallel
+    if kind == "tool":
+        return {"type": "function", "function": {"name": choice.get("name")}}, parallel
+    raise BadRequest("tool_choice.type must be auto, any, tool or none", param="tool_choice.type")
+
+
+def _prepare(engine: Engine, req: MessagesRequest | CountTokensRequest, thinking: bool) -> tuple[list[int], tooluse.ToolPlan | None, str]:
+    messages = normalize_messages(to_chat_messages(req.system, req.messages))
+    choice, parallel = _tool_choice(getattr(req, "tool_choice", None))
+    plan = tooluse.plan(_openai_tools(req.tools), choice, parallel, engine.template.source)
+    extra: dict[str, Any] = {"enable_thinking": thinking}
+    if plan is not None:
+        messages = tooluse.render_messages(messages, plan)
+        if plan.native:
+            extra["tools"] = plan.tools
+    text = engine.template.render(messages, add_generation_prompt=True, **extra)
+    return tokenize_prompt(engine, text), plan, text
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+def _tool_use(call: Call) -> dict[str, Any]:
+    try:
+        args = json.loads(call["arguments"])
+    except ValueError:
+        args = {}
+    return {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": call["name"], "input": args}
 
 
 def _usage(f: Finished | None, n_prompt: int) -> dict[str, Any]:
@@ -34,29 +92,90 @@ def _usage(f: Finished | None, n_prompt: int) -> dict[str, Any]:
             "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}
 
 
-async def _stream(gen: Generation, mid: str, model: str, n_prompt: int) -> AsyncIterator[bytes]:
+class _Blocks:
+    """Open/close content blocks as the kind of streamed output changes."""
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.kind: str | None = None
+
+    def switch(self, kind: str, start: dict[str, Any]) -> list[bytes]:
+        out = self.close()
+        self.index += 1
+        self.kind = kind
+        out.append(_event("content_block_start", {"type": "content_block_start", "index": self.index, "content_block": start}))
+        return out
+
+    def delta(self, kind: str, delta: dict[str, Any]) -> list[bytes]:
+        out: list[bytes] = []
+        if self.kind != kind:
+            out += self.switch(kind, {"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking"
+                               else {"type": "text", "text": ""})
+        out.append(_event("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta}))
+        return out
+
+    def close(self) -> list[bytes]:
+        if self.kind is None:
+            return []
+        self.kind = None
+        return [_event("content_block_stop", {"type": "content_block_stop", "index": self.index})]
+
+
+async def _stream(gen: Generation, mid: str, model: str, n_prompt: int, plan: tooluse.ToolPlan | None,
+                  thinking: bool | None) -> AsyncIterator[bytes]:
     yield _event("message_start", {"type": "message_start", "message": {
         "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": n_prompt, "output_tokens": 0},
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": n_prompt, "output_tokens": 0},
     }})
-    yield _event("content_block_start", {"type": "content_block_start", "index": 0,
-                                         "content_block": {"type": "text", "text": ""}})
     yield _event("ping", {"type": "ping"})
+    blocks = _Blocks()
+    splitter = ReasoningSplitter(thinking) if thinking is not None else None
+    parser = StreamParser(plan.family) if plan else None
     finished: Finished | None = None
+
+    def emit(thought: str, text: str) -> list[bytes]:
+        out: list[bytes] = []
+        if thought:
+            out += blocks.delta("thinking", {"type": "thinking_delta", "thinking": thought})
+        if parser is not None and text:
+            text = parser.feed(text)
+        if text:
+            out += blocks.delta("text", {"type": "text_delta", "text": text})
+        return out
+
     try:
         async for ev in gen.events():
             if isinstance(ev, Delta):
-                if ev.text:
-                    yield _event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                         "delta": {"type": "text_delta", "text": ev.text}})
+                for b in emit(*(splitter.feed(ev.text) if splitter else ("", ev.text))):
+                    yield b
             else:
                 finished = ev
-        yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        for b in emit(*(splitter.finish() if splitter else ("", ""))):
+            yield b
+        calls: list[Call] = []
+        if parser is not None:
+            tail, calls = parser.finish()
+            if tail:
+                for b in blocks.delta("text", {"type": "text_delta", "text": tail}):
+                    yield b
+        if plan is not None and not plan.parallel:
+            calls = calls[:1]
+        for call in calls:
+            use = _tool_use(call)
+            for b in blocks.switch("tool_use", {**use, "input": {}}):
+                yield b
+            yield _event("content_block_delta", {"type": "content_block_delta", "index": blocks.index,
+                                                 "delta": {"type": "input_json_delta", "partial_json": json.dumps(use["input"])}})
+        if blocks.index == -1:  # an empty reply still has one (empty) text block
+            for b in blocks.switch("text", {"type": "text", "text": ""}):
+                yield b
+        for b in blocks.close():
+            yield b
         assert finished is not None
+        reason = "tool_use" if calls else stop_reason(finished.reason, finished.stop_word)
         yield _event("message_delta", {
             "type": "message_delta",
-            "delta": {"stop_reason": stop_reason(finished.reason, finished.stop_word), "stop_sequence": finished.stop_word},
+            "delta": {"stop_reason": reason, "stop_sequence": None if calls else finished.stop_word},
             "usage": {"output_tokens": finished.usage["completion_tokens"]},
         })
         yield _event("message_stop", {"type": "message_stop"})
@@ -66,29 +185,52 @@ async def _stream(gen: Generation, mid: str, model: str, n_prompt: int) -> Async
         gen.cancel()
 
 
+def _thinking_mode(engine: Engine, req: MessagesRequest, prompt: str) -> bool | None:
+    fmt = services().settings.reasoning_format
+    if fmt == "none" or (fmt == "auto" and OPEN not in engine.template.source):
+        return None
+    return prompt.rstrip().endswith(OPEN)
+
+
 @blueprint.post("/v1/messages")
 async def messages() -> Response:
     s = services()
     req = parse_model(MessagesRequest, await json_object())
     engine = s.require_engine()
-    if req.tools:
-        raise Unsupported("tools on /v1/messages are not supported by this server yet")
-    prompt = _prompt_tokens(engine, req.system, req.messages)
-    gen = Generation(engine, [prompt], req.generation(), 0, "messages")
+    wants_thinking = bool(req.thinking and req.thinking.get("type") == "enabled") and s.settings.reasoning_budget != 0
+    prompt, plan, text = _prepare(engine, req, wants_thinking)
+    gen_req = req.generation()
+    if plan is not None and (grammar := tooluse.forced_grammar(plan)) is not None:
+        gen_req.grammar = grammar
+    thinking = _thinking_mode(engine, req, text)
+    gen = Generation(engine, [prompt], gen_req, 0, "messages")
     mid = "msg_" + new_id("x")[2:]
     if req.stream:
-        return sse_response(_stream(gen, mid, s.model_id, len(prompt)))
+        return sse_response(_stream(gen, mid, s.model_id, len(prompt), plan, thinking))
     try:
         choices = await gen.collect()
     finally:
         gen.cancel()
     c = choices[0]
     f = c.finished
+    out_text = "".join(c.text)
+    thought = ""
+    if thinking is not None:
+        thought, out_text = split_reasoning(out_text, thinking)
+    calls: list[Call] = []
+    if plan is not None:
+        parsed = plan.family.parse(out_text)
+        out_text, calls = parsed.content, parsed.calls[: (None if plan.parallel else 1)]
+    content: list[dict[str, Any]] = []
+    if thought:
+        content.append({"type": "thinking", "thinking": thought, "signature": ""})
+    if out_text or not calls:
+        content.append({"type": "text", "text": out_text})
+    content += [_tool_use(call) for call in calls]
     return json_response({
-        "id": mid, "type": "message", "role": "assistant", "model": s.model_id,
-        "content": [{"type": "text", "text": "".join(c.text)}],
-        "stop_reason": stop_reason(f.reason, f.stop_word) if f else "end_turn",
-        "stop_sequence": f.stop_word if f else None,
+        "id": mid, "type": "message", "role": "assistant", "model": s.model_id, "content": content,
+        "stop_reason": "tool_use" if calls else (stop_reason(f.reason, f.stop_word) if f else "end_turn"),
+        "stop_sequence": None if calls or not f else f.stop_word,
         "usage": _usage(f, len(prompt)),
     })
 
@@ -97,4 +239,5 @@ async def messages() -> Response:
 async def count_tokens() -> Response:
     req = parse_model(CountTokensRequest, await json_object())
     engine = services().require_engine()
-    return json_response({"input_tokens": len(_prompt_tokens(engine, req.system, req.messages))})
+    prompt, _, _ = _prepare(engine, req, False)
+    return json_response({"input_tokens": len(prompt)})
