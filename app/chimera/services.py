@@ -10,6 +10,7 @@ import trio
 
 from .config import Settings
 from .metrics import Metrics
+from .protocol.responses import ResponseStore
 
 if TYPE_CHECKING:
     from .llm.engine import Engine
@@ -34,6 +35,7 @@ class Services:
     api_keys: tuple[str, ...]
     metrics: Metrics = field(default_factory=Metrics)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    responses: ResponseStore = field(default_factory=ResponseStore)
     engine: Engine | None = None
     engine_versions: dict[str, Any] | None = None  # from the probe process, filled at start-up
     model_path: str | None = None

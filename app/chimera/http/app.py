@@ -139,11 +139,13 @@ def create_app(services: Services) -> QuartTrio:
     from .chat import blueprint as chat_bp
     from .llm import blueprint as llm_bp
     from .meta import blueprint as meta_bp
+    from .responses import blueprint as responses_bp
 
     app.register_blueprint(meta_bp)
     app.register_blueprint(chat_bp)
     app.register_blueprint(llm_bp)
     app.register_blueprint(anthropic_bp)
+    app.register_blueprint(responses_bp)
 
     if services.settings.cors_origins:
         origins = "*" if "*" in services.settings.cors_origins else list(services.settings.cors_origins)
