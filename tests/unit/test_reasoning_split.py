@@ -38,3 +38,18 @@ def test_char_by_char() -> None:
     tail = s.finish()
     assert "".join(p[0] for p in parts) + tail[0] == "deep thought"
     assert "".join(p[1] for p in parts) + tail[1] == "The answer is 42."
+
+
+HARMONY = ("<|channel|>analysis<|message|>User wants weather.<|end|><|start|>assistant"
+           "<|channel|>final<|message|>It is sunny in Paris.<|return|>")
+
+
+def test_harmony_channels_split_at_every_point() -> None:
+    from chimera.llm.reasoning import HarmonySplitter, split_with
+
+    assert split_with(HarmonySplitter(), HARMONY) == ("User wants weather.", "It is sunny in Paris.")
+    for cut in range(len(HARMONY) + 1):
+        h = HarmonySplitter()
+        a, b, c = h.feed(HARMONY[:cut]), h.feed(HARMONY[cut:]), h.finish()
+        assert (a[0] + b[0] + c[0], a[1] + b[1] + c[1]) == ("User wants weather.", "It is sunny in Paris."), cut
+    assert split_with(HarmonySplitter(), "plain text") == ("", "plain text")

@@ -17,13 +17,12 @@ from ..errors import BadRequest, ChimeraError
 from ..llm import tooluse
 from ..llm.chat import normalize_messages
 from ..llm.engine import Engine
-from ..llm.reasoning import OPEN, ReasoningSplitter
-from ..llm.reasoning import split as split_reasoning
+from ..llm.reasoning import split_with
 from ..llm.sequence import Delta, Finished
 from ..llm.serving import Generation, new_id
 from ..llm.toolcalls import Call, StreamParser
 from ..protocol.anthropic import CountTokensRequest, MessagesRequest, stop_reason, to_chat_messages
-from .chat import tokenize_prompt
+from .chat import Splitters, reasoning_mode, tokenize_prompt
 from .common import json_object, json_response, parse_model, services, sse_response
 
 blueprint = Blueprint("anthropic", __name__)
@@ -122,14 +121,14 @@ class _Blocks:
 
 
 async def _stream(gen: Generation, mid: str, model: str, n_prompt: int, plan: tooluse.ToolPlan | None,
-                  thinking: bool | None) -> AsyncIterator[bytes]:
+                  thinking: Splitters | None) -> AsyncIterator[bytes]:
     yield _event("message_start", {"type": "message_start", "message": {
         "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": n_prompt, "output_tokens": 0},
     }})
     yield _event("ping", {"type": "ping"})
     blocks = _Blocks()
-    splitter = ReasoningSplitter(thinking) if thinking is not None else None
+    splitter = thinking() if thinking is not None else None
     parser = StreamParser(plan.family) if plan else None
     finished: Finished | None = None
 
@@ -185,13 +184,6 @@ async def _stream(gen: Generation, mid: str, model: str, n_prompt: int, plan: to
         gen.cancel()
 
 
-def _thinking_mode(engine: Engine, req: MessagesRequest, prompt: str) -> bool | None:
-    fmt = services().settings.reasoning_format
-    if fmt == "none" or (fmt == "auto" and OPEN not in engine.template.source):
-        return None
-    return prompt.rstrip().endswith(OPEN)
-
-
 @blueprint.post("/v1/messages")
 async def messages() -> Response:
     s = services()
@@ -202,8 +194,8 @@ async def messages() -> Response:
     gen_req = req.generation()
     if plan is not None and (grammar := tooluse.forced_grammar(plan)) is not None:
         gen_req.grammar = grammar
-    thinking = _thinking_mode(engine, req, text)
-    gen = Generation(engine, [prompt], gen_req, 0, "messages")
+    thinking = reasoning_mode(engine, s.settings.reasoning_format, text, plan is not None)
+    gen = Generation(engine, [prompt], gen_req, 0, "messages", render_special=plan is not None or thinking is not None)
     mid = "msg_" + new_id("x")[2:]
     if req.stream:
         return sse_response(_stream(gen, mid, s.model_id, len(prompt), plan, thinking))
@@ -216,7 +208,7 @@ async def messages() -> Response:
     out_text = "".join(c.text)
     thought = ""
     if thinking is not None:
-        thought, out_text = split_reasoning(out_text, thinking)
+        thought, out_text = split_with(thinking(), out_text)
     calls: list[Call] = []
     if plan is not None:
         parsed = plan.family.parse(out_text)

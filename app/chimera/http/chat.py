@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from quart import Blueprint, Response
 
@@ -14,8 +14,7 @@ from ..llm.chat import normalize_messages
 from ..llm.engine import Engine
 from ..llm.grammars import JSON_GBNF
 from ..llm.schema import schema_to_grammar
-from ..llm.reasoning import OPEN, ReasoningSplitter
-from ..llm.reasoning import split as split_reasoning
+from ..llm.reasoning import OPEN, HarmonySplitter, ReasoningSplitter, split_with
 from ..llm.sequence import Delta, Finished
 from ..llm.serving import Generation, chat_logprobs, new_id
 from ..llm.toolcalls import Call, StreamParser
@@ -97,18 +96,30 @@ def _tool_call_objects(calls: list[Call], plan: tooluse.ToolPlan) -> list[dict[s
              "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]
 
 
-def reasoning_mode(engine: Engine, req: ChatCompletionRequest, settings: Settings, prompt: str) -> bool | None:
-    """None: leave <think> in content; else whether the reply starts inside a think block."""
-    fmt = req.reasoning_format or settings.reasoning_format
-    if fmt == "none" or (fmt == "auto" and OPEN not in engine.template.source):
+Splitters = Callable[[], "ReasoningSplitter | HarmonySplitter"]
+
+
+def reasoning_mode(engine: Engine, fmt: str, prompt: str, tools: bool) -> Splitters | None:
+    """How reasoning is separated from the reply, or None to leave it in content.
+
+    harmony (gpt-oss) channels when the template has them and no tools are in play (with tools,
+    the gpt-oss call parser reads the channels); `<think>` blocks when the template knows them
+    (`auto`) or always (`deepseek`), starting inside one if the prompt opened it."""
+    src = engine.template.source
+    if fmt == "none":
         return None
-    return prompt.rstrip().endswith(OPEN)
+    if "<|channel|>" in src and not tools:
+        return HarmonySplitter
+    if fmt == "auto" and OPEN not in src:
+        return None
+    inside = prompt.rstrip().endswith(OPEN)
+    return lambda: ReasoningSplitter(inside)
 
 
 async def _stream(gen: Generation, base: dict[str, Any], engine: Engine, req: ChatCompletionRequest,
-                  plan: tooluse.ToolPlan | None, thinking: bool | None) -> AsyncIterator[bytes]:
+                  plan: tooluse.ToolPlan | None, thinking: Splitters | None) -> AsyncIterator[bytes]:
     parsers = {s.index: StreamParser(plan.family) for s in gen.seqs} if plan else {}
-    splitters = {s.index: ReasoningSplitter(thinking) for s in gen.seqs} if thinking is not None else {}
+    splitters = {s.index: thinking() for s in gen.seqs} if thinking is not None else {}
     top_n = req.top_logprobs or 0
     finished: list[Finished] = []
 
@@ -166,8 +177,9 @@ async def chat_completions() -> Response:
     engine = s.require_engine()
     apply_response_format(req)
     text, plan = render_prompt(engine, req, s.settings)
-    thinking = reasoning_mode(engine, req, s.settings, text)
-    gen = Generation(engine, [tokenize_prompt(engine, text)], req, req.n_probs_wanted(), "messages")
+    thinking = reasoning_mode(engine, req.reasoning_format or s.settings.reasoning_format, text, plan is not None)
+    gen = Generation(engine, [tokenize_prompt(engine, text)], req, req.n_probs_wanted(), "messages",
+                     render_special=plan is not None or thinking is not None)
     base = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": gen.created,
             "model": s.model_id, "system_fingerprint": FINGERPRINT}
     if req.stream:
@@ -182,7 +194,7 @@ async def chat_completions() -> Response:
         content: str | None = "".join(c.text)
         thought = ""
         if thinking is not None:
-            thought, content = split_reasoning(content or "", thinking)
+            thought, content = split_with(thinking(), content or "")
         message: dict[str, Any] = {"role": "assistant", "content": content}
         reason = c.finished.reason if c.finished else "stop"
         if plan is not None:

@@ -15,8 +15,7 @@ from typing import Any, AsyncIterator
 from quart import Blueprint, Response
 
 from ..errors import ChimeraError
-from ..llm.reasoning import ReasoningSplitter
-from ..llm.reasoning import split as split_reasoning
+from ..llm.reasoning import split_with
 from ..llm.sequence import Finished
 from ..llm.serving import Generation
 from ..llm.toolcalls import Call, StreamParser
@@ -60,9 +59,10 @@ class Turn:
         self.chat = req.chat_request(messages)
         apply_response_format(self.chat)
         text, self.plan = render_prompt(self.engine, self.chat, s.settings)
-        self.thinking = reasoning_mode(self.engine, self.chat, s.settings, text)
+        self.thinking = reasoning_mode(self.engine, s.settings.reasoning_format, text, self.plan is not None)
         self.prompt = tokenize_prompt(self.engine, text)
-        self.gen = Generation(self.engine, [self.prompt], self.chat, 0, "input")
+        self.gen = Generation(self.engine, [self.prompt], self.chat, 0, "input",
+                              render_special=self.plan is not None or self.thinking is not None)
         self.id = _rid("resp")
         self.created = int(time.time())
 
@@ -90,7 +90,7 @@ class Turn:
     def output_items(self, text: str) -> tuple[list[dict[str, Any]], str, list[Call]]:
         thought = ""
         if self.thinking is not None:
-            thought, text = split_reasoning(text, self.thinking)
+            thought, text = split_with(self.thinking(), text)
         calls: list[Call] = []
         if self.plan is not None:
             parsed = self.plan.family.parse(text)
@@ -122,7 +122,7 @@ async def _stream(turn: Turn) -> AsyncIterator[bytes]:
 
     yield event("response.created", response=turn.body("in_progress", [], None))
     yield event("response.in_progress", response=turn.body("in_progress", [], None))
-    splitter = ReasoningSplitter(turn.thinking) if turn.thinking is not None else None
+    splitter = turn.thinking() if turn.thinking is not None else None
     parser = StreamParser(turn.plan.family) if turn.plan else None
     msg_id, streamed, raw = _rid("msg"), None, []
     finished: Finished | None = None

@@ -8,6 +8,8 @@ whole text as for any way of cutting it.
 
 from __future__ import annotations
 
+import re
+
 OPEN, CLOSE = "<think>", "</think>"
 
 
@@ -72,7 +74,54 @@ class ReasoningSplitter:
 
 
 def split(text: str, started_inside: bool = False) -> tuple[str, str]:
-    s = ReasoningSplitter(started_inside)
+    return split_with(ReasoningSplitter(started_inside), text)
+
+
+def split_with(s: "ReasoningSplitter | HarmonySplitter", text: str) -> tuple[str, str]:
     r1, c1 = s.feed(text)
     r2, c2 = s.finish()
     return r1 + r2, c1 + c2
+
+
+_H_END = ("<|end|>", "<|return|>", "<|call|>", "<|start|>")
+_H_SEGMENT = re.compile(r"<\|channel\|>(\w+)[^<]*(?:<\|constrain\|>\w+)?<\|message\|>(.*?)(?=<\|end\|>|<\|return\|>|<\|call\|>|<\|start\|>|$)", re.S)
+
+
+def _harmony_split(text: str, final: bool) -> tuple[str, str]:
+    """gpt-oss (harmony): analysis channel → reasoning, final channel → content."""
+    if "<|channel|>" not in text:
+        if not final and "<|channel|>".startswith(text.lstrip()):
+            return "", ""  # maybe the start of a channel header
+        return "", text
+    if not final:  # a closing marker split at the end is not text yet
+        cut = len(text)
+        for tag in _H_END:
+            cut = min(cut, len(text) - _partial_suffix(text, tag))
+        text = text[:cut]
+    reasoning, content = [], []
+    for m in _H_SEGMENT.finditer(text):
+        if m.group(1) == "analysis":
+            reasoning.append(m.group(2))
+        elif m.group(1) == "final":
+            content.append(m.group(2))
+    return "".join(reasoning), "".join(content)
+
+
+class HarmonySplitter:
+    """The ReasoningSplitter interface over harmony channels, by re-parsing the growing text."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.sent = ("", "")
+
+    def _diff(self, now: tuple[str, str]) -> tuple[str, str]:
+        out = tuple(n[len(s):] if n.startswith(s) else "" for n, s in zip(now, self.sent))
+        self.sent = (self.sent[0] + out[0], self.sent[1] + out[1])
+        return out[0], out[1]
+
+    def feed(self, delta: str) -> tuple[str, str]:
+        self.text += delta
+        return self._diff(_harmony_split(self.text, final=False))
+
+    def finish(self) -> tuple[str, str]:
+        return self._diff(_harmony_split(self.text, final=True))

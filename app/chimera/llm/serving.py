@@ -34,7 +34,8 @@ class Choice:
 class Generation:
     """The sequences of one request (prompts × n) sharing one event channel."""
 
-    def __init__(self, engine: Engine, prompts: list[list[int]], req: GenerationFields, n_probs: int, param: str) -> None:
+    def __init__(self, engine: Engine, prompts: list[list[int]], req: GenerationFields, n_probs: int, param: str,
+                 render_special: bool = False) -> None:
         self.engine = engine
         self.prompts = prompts
         self.n = req.n
@@ -50,7 +51,7 @@ class Generation:
                     self.seqs.append(Sequence(
                         prompt=p, params=req.sampling(engine.model.n_vocab), max_tokens=limit,
                         stops=req.stop_list(), n_probs=n_probs, cache_prompt=req.cache_prompt,
-                        index=i * req.n + j, send=send.clone(),
+                        index=i * req.n + j, send=send.clone(), render_special=render_special,
                     ))
             engine.submit(self.seqs)
         self.id = ""

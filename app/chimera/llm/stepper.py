@@ -123,7 +123,7 @@ class Stepper:
             finish = "stop"
             text = seq.flush()
         else:
-            text, hit = seq.push_piece(model.piece(tok))
+            text, hit = seq.push_piece(model.piece(tok, seq.render_special))
             if hit:
                 finish = "stop"
             elif (seq.max_tokens >= 0 and len(seq.generated) >= seq.max_tokens) or len(slot.cache) + 1 >= self.n_ctx_slot:
