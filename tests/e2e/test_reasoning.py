@@ -61,3 +61,20 @@ def test_chat_template_kwargs_reach_the_template(server: Server) -> None:
     assert off["usage"]["prompt_tokens"] > on["usage"]["prompt_tokens"], "the template's thinking switch was applied"
     bad = http.post("/v1/chat/completions", json={"messages": ASK, "chat_template_kwargs": {"messages": []}})
     assert bad.status_code == 400
+
+
+def test_anthropic_thinking_blocks(server: Server) -> None:
+    import anthropic
+
+    claude = anthropic.Anthropic(base_url=server.base, api_key="none", max_retries=0)
+    extra = {"grammar": SHAPE, "temperature": 0.0}
+    msg = claude.messages.create(model="m", max_tokens=60, messages=ASK, thinking={"type": "enabled", "budget_tokens": 1024},
+                                 extra_body=extra)
+    kinds = [b.type for b in msg.content]
+    assert kinds[:2] == ["thinking", "text"], kinds
+    assert msg.content[0].thinking and "<think>" not in msg.content[1].text
+    with claude.messages.stream(model="m", max_tokens=60, messages=ASK, thinking={"type": "enabled", "budget_tokens": 1024},
+                                extra_body=extra) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content][:2] == ["thinking", "text"]
+    assert final.content[0].thinking == msg.content[0].thinking

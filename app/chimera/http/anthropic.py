@@ -22,7 +22,8 @@ from ..llm.sequence import Delta, Finished
 from ..llm.serving import Generation, new_id
 from ..llm.toolcalls import Call, StreamParser
 from ..protocol.anthropic import CountTokensRequest, MessagesRequest, stop_reason, to_chat_messages
-from .chat import Splitters, reasoning_mode, tokenize_prompt
+from ..protocol.openai import GenerationFields
+from .chat import Splitters, apply_json_schema, reasoning_mode, tokenize_prompt
 from .common import json_object, json_response, parse_model, services, sse_response
 
 blueprint = Blueprint("anthropic", __name__)
@@ -191,8 +192,11 @@ async def messages() -> Response:
     engine = s.require_engine()
     wants_thinking = bool(req.thinking and req.thinking.get("type") == "enabled") and s.settings.reasoning_budget != 0
     prompt, plan, text = _prepare(engine, req, wants_thinking)
-    gen_req = req.generation()
+    gen_req = parse_model(GenerationFields, req.generation_fields())
+    apply_json_schema(gen_req)
     if plan is not None and (grammar := tooluse.forced_grammar(plan)) is not None:
+        if gen_req.grammar:
+            raise BadRequest("a forced tool_choice cannot be combined with 'grammar' or 'json_schema'", param="tool_choice")
         gen_req.grammar = grammar
     thinking = reasoning_mode(engine, s.settings.reasoning_format, text, plan is not None)
     gen = Generation(engine, [prompt], gen_req, 0, "messages", render_special=plan is not None or thinking is not None)

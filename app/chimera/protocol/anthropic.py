@@ -28,15 +28,19 @@ class MessagesRequest(BaseModel):
     tool_choice: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None
 
-    def generation(self) -> GenerationFields:
-        """The same request in the engine's terms (Anthropic's default temperature is 1.0)."""
-        return GenerationFields(
-            max_tokens=self.max_tokens,
-            stop=self.stop_sequences,
-            temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-        )
+    def generation_fields(self) -> dict[str, Any]:
+        """The same request in the engine's terms (Anthropic's default temperature is 1.0).
+        llama.cpp sampling extensions sent beside Anthropic's fields (seed, grammar, min_p,
+        ignore_eos, ...) are passed on, as llama-server does."""
+        extra = {k: v for k, v in (self.model_extra or {}).items()
+                 if k in GenerationFields.model_fields and k not in ("stream", "n", "max_tokens", "stop")}
+        return extra | {
+            "max_tokens": self.max_tokens,
+            "stop": self.stop_sequences,
+            "temperature": 1.0 if self.temperature is None else self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+        }
 
 
 class CountTokensRequest(BaseModel):
