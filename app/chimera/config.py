@@ -57,6 +57,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("chat_template_file", ("--chat-template-file",), "Jinja chat template file to use instead of the model's", metavar="PATH"),
     Option("reasoning_format", ("--reasoning-format",), "where <think> blocks go: auto (when the template thinks) | deepseek (always) | none (left in content)"),
     Option("reasoning_budget", ("--reasoning-budget",), "-1: think freely; 0: ask the template not to think (default -1)"),
+    Option("slot_save_path", ("--slot-save-path",), "directory for slot KV-cache files (POST /slots/{id}?action=save|restore)", metavar="DIR"),
     Option("models_dir", ("--models-dir",), "where prepared default models are kept (default: the user cache dir)", metavar="PATH"),
 )
 
@@ -91,6 +92,7 @@ class Settings(BaseModel):
     chat_template: str | None = None
     chat_template_file: Path | None = None
     models_dir: Path | None = None
+    slot_save_path: Path | None = None
     reasoning_format: Literal["auto", "deepseek", "none"] = "auto"
     reasoning_budget: int = -1
 
@@ -114,6 +116,16 @@ class Settings(BaseModel):
 
         if v is not None and v not in BUILTIN_TEMPLATES:
             raise ValueError(f"unknown template; built in: {', '.join(BUILTIN_TEMPLATES)}")
+        return v
+
+    @field_validator("slot_save_path")
+    @classmethod
+    def _slot_dir(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            try:
+                v.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"cannot create the directory: {e.strerror}") from None
         return v
 
     @field_validator("chat_template_file", "api_key_file")

@@ -7,10 +7,10 @@ import logging
 from typing import Any, AsyncIterator
 
 import numpy as np
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from ..errors import BadRequest, ChimeraError, Unsupported
-from ..llm import introspect
+from ..llm import introspect, slotfiles
 from ..llm.chat import normalize_messages
 from ..llm.engine import Engine
 from ..llm.sequence import Delta
@@ -209,3 +209,18 @@ async def apply_template() -> Response:
 @blueprint.get("/slots")
 async def slots() -> Response:
     return json_response(introspect.slots(services().require_engine()))
+
+
+@blueprint.post("/slots/<int:slot_id>")
+async def slot_action(slot_id: int) -> Response:
+    s = services()
+    engine = s.require_engine()
+    action = request.args.get("action")
+    if action == "erase":
+        return json_response(await engine.run_job(lambda: slotfiles.erase(engine, slot_id)))
+    if action not in ("save", "restore"):
+        raise BadRequest("query parameter 'action' must be save, restore or erase", param="action")
+    body = await json_object()
+    path = slotfiles.slot_file(s.settings.slot_save_path, body.get("filename"), action)
+    fn = slotfiles.save if action == "save" else slotfiles.restore
+    return json_response(await engine.run_job(lambda: fn(engine, slot_id, path)))
