@@ -52,6 +52,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_body_size", ("--max-body-size",), "largest request body in bytes (default 104857600)"),
     Option("shutdown_timeout", ("--shutdown-timeout",), "seconds in-flight requests get to finish on shutdown (default 10)"),
     Option("embeddings", ("--embeddings",), "enable /v1/embeddings on the main model", kind="flag"),
+    Option("rerank_model", ("--rerank-model",), "a cross-encoder GGUF loaded beside the main model for /v1/rerank", metavar="PATH"),
+    Option("reranking", ("--reranking",), "the main model is a reranker: serve /v1/rerank from it", kind="flag"),
     Option("max_queue", ("--max-queue",), "requests that may wait for a slot; beyond it 503 (default 256)"),
     Option("chat_template", ("--chat-template",), "built-in chat template to use instead of the model's (chatml, llama3, ...)"),
     Option("chat_template_file", ("--chat-template-file",), "Jinja chat template file to use instead of the model's", metavar="PATH"),
@@ -88,6 +90,8 @@ class Settings(BaseModel):
     max_body_size: int = Field(100 * 1024 * 1024, ge=1024)
     shutdown_timeout: float = Field(10.0, ge=0)
     embeddings: bool = False
+    rerank_model: Path | None = None
+    reranking: bool = False
     max_queue: int = Field(256, ge=0)
     chat_template: str | None = None
     chat_template_file: Path | None = None

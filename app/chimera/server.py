@@ -56,6 +56,8 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
 
 
 def resolve_model(settings: Settings) -> Path:
+    if settings.rerank_model is not None and not settings.rerank_model.is_file():
+        raise ConfigError(f"--rerank-model: no such file: {settings.rerank_model}")
     if settings.model is not None:
         if not settings.model.is_file():
             raise ConfigError(f"--model: no such file: {settings.model}")
@@ -65,11 +67,26 @@ def resolve_model(settings: Settings) -> Path:
     return prepare("llm", default_models_dir(settings.models_dir))
 
 
+RANK_POOLING = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK
+
+
 async def _load_engine(services: Services, model_path: Path) -> None:
+    """Load the main model (and the reranker, if any), then run their loops."""
     from .llm.engine import Engine
 
+    settings = services.settings
     try:
-        engine = await Engine.load(services.settings, model_path, services.metrics)
+        if settings.reranking:
+            rank_settings = settings.model_copy(update={"embeddings": True})
+            engine = await Engine.load(rank_settings, model_path, services.metrics, pooling=RANK_POOLING)
+            services.reranker = engine
+        else:
+            engine = await Engine.load(settings, model_path, services.metrics)
+        if settings.rerank_model is not None:
+            rank_settings = settings.model_copy(update={"embeddings": True, "ctx_size": 0})
+            services.reranker = await Engine.load(rank_settings, settings.rerank_model, services.metrics, pooling=RANK_POOLING)
+        if services.reranker is not None and not services.reranker.ranking:
+            raise RuntimeError("the rerank model has no rank pooling (it is not a cross-encoder reranker)")
     except Exception as e:  # a model that does not load: report it on /health, keep serving
         log.error("model failed to load: %s", e)
         services.lifecycle.load_error = str(e)
@@ -77,7 +94,10 @@ async def _load_engine(services: Services, model_path: Path) -> None:
     services.engine = engine
     services.lifecycle.ready = True
     log.info("model %s ready: %d slots, %d tokens of context each", services.model_id, engine.n_slots, engine.n_ctx_slot)
-    await engine.run()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.run)
+        if services.reranker is not None and services.reranker is not engine:
+            nursery.start_soon(services.reranker.run)
 
 
 async def _probe(services: Services) -> None:

@@ -37,6 +37,7 @@ class Services:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     responses: ResponseStore = field(default_factory=ResponseStore)
     engine: Engine | None = None
+    reranker: Engine | None = None  # --rerank-model, or the main engine with --reranking
     engine_versions: dict[str, Any] | None = None  # from the probe process, filled at start-up
     model_path: str | None = None
     model_id: str = "model"

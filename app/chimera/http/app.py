@@ -138,6 +138,7 @@ def create_app(services: Services) -> QuartTrio:
     from .anthropic import blueprint as anthropic_bp
     from .chat import blueprint as chat_bp
     from .infill import blueprint as infill_bp
+    from .rerank import blueprint as rerank_bp
     from .llm import blueprint as llm_bp
     from .meta import blueprint as meta_bp
     from .responses import blueprint as responses_bp
@@ -148,6 +149,7 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(anthropic_bp)
     app.register_blueprint(responses_bp)
     app.register_blueprint(infill_bp)
+    app.register_blueprint(rerank_bp)
 
     if services.settings.cors_origins:
         origins = "*" if "*" in services.settings.cors_origins else list(services.settings.cors_origins)

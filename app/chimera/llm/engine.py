@@ -58,6 +58,7 @@ class Engine:
         self.ctx = ctx
         self.metrics = metrics
         self.embeddings = settings.embeddings
+        self.ranking = False  # a context with rank pooling: scores instead of vectors
         self.n_slots = settings.parallel
         self.n_ctx_slot = n_ctx_slot
         self.n_batch = int(self.ll.llama_n_batch(ctx))
@@ -79,11 +80,13 @@ class Engine:
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod
-    async def load(cls, settings: Settings, path: Path, metrics: Metrics) -> "Engine":
-        return await trio.to_thread.run_sync(cls.load_sync, settings, path, metrics, abandon_on_cancel=True)
+    async def load(cls, settings: Settings, path: Path, metrics: Metrics, pooling: int = -1) -> "Engine":
+        return await trio.to_thread.run_sync(cls.load_sync, settings, path, metrics, pooling, abandon_on_cancel=True)
 
     @classmethod
-    def load_sync(cls, settings: Settings, path: Path, metrics: Metrics) -> "Engine":
+    def load_sync(cls, settings: Settings, path: Path, metrics: Metrics, pooling: int = -1) -> "Engine":
+        """pooling: llama.cpp's pooling type for an embedding context (-1: the model's own,
+        4: rank, for a cross-encoder reranker)."""
         model = Model.load(path, settings.n_gpu_layers)
         ll = model.ll
         total = settings.ctx_size or model.n_ctx_train * settings.parallel
@@ -104,7 +107,7 @@ class Engine:
         p.no_perf = True
         if settings.embeddings:
             p.embeddings = True
-            p.pooling_type = -1  # the model's own
+            p.pooling_type = pooling
         ctx = ll.llama_init_from_model(model.ptr, p)
         if not ctx:
             raise RuntimeError("llama.cpp could not create a context (out of memory for this -c / -np?)")
@@ -113,7 +116,9 @@ class Engine:
             p.pooling_type = 3
             ctx = ll.llama_init_from_model(model.ptr, p)
         per_slot = n_ctx_slot if settings.embeddings else int(ll.llama_n_ctx_seq(ctx))
-        return cls(settings, model, ctx, metrics, per_slot)
+        engine = cls(settings, model, ctx, metrics, per_slot)
+        engine.ranking = settings.embeddings and int(ll.llama_pooling_type(ctx)) == 4
+        return engine
 
     def eog_tokens(self) -> list[int]:
         return sorted(self.stepper.eog)
@@ -165,7 +170,14 @@ class Engine:
     async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
         if not self.embeddings:
             raise NotEnabled("embeddings are off", flag="--embeddings")
+        if self.ranking:
+            raise Unsupported("this model is a reranker: it scores pairs on /v1/rerank and makes no embeddings")
         return await self.run_job(lambda: self.stepper.embed(inputs, self.n_slots))  # type: ignore[no-any-return]
+
+    async def score(self, inputs: list[list[int]]) -> list[float]:
+        """Cross-encoder scores of (query, document) token sequences, batched like embeddings."""
+        out = await self.run_job(lambda: self.stepper.embed(inputs, self.n_slots, raw_first=True))
+        return [v[0] for v in out]
 
     async def run_job(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the engine thread between steps and return its result."""

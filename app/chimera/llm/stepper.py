@@ -140,8 +140,10 @@ class Stepper:
             }]
         return slot, Delta(seq.index, text, [tok], logprobs), finish
 
-    def embed(self, inputs: list[list[int]], n_seq_max: int) -> list[list[float]]:
-        """Embed token lists, as many per decode as the batch and sequence ids allow."""
+    def embed(self, inputs: list[list[int]], n_seq_max: int, raw_first: bool = False) -> list[list[float]]:
+        """Embed token lists, as many per decode as the batch and sequence ids allow. With
+        raw_first (rank pooling) each result is the one score, unnormalized: a rank-pooled output
+        holds only the classifier's outputs, not n_embd floats."""
         ll, out = self.ll, []
         i = 0
         while i < len(inputs):
@@ -158,6 +160,9 @@ class Stepper:
                 raise ChimeraError("llama_decode failed while embedding")
             for s in range(group):
                 ptr = ll.llama_get_embeddings_seq(self.ctx, s)
+                if raw_first:
+                    out.append([float(ptr[0])])
+                    continue
                 vec = np.ctypeslib.as_array(ptr, shape=(self.model.n_embd,)).astype(np.float64)
                 norm = float(np.linalg.norm(vec))
                 out.append((vec / norm if norm > 0 else vec).tolist())
