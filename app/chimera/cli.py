@@ -27,6 +27,10 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
         elif opt.kind == "list":
             kw["action"] = "append"
             kw["metavar"] = opt.metavar or "VALUE"
+        elif opt.kind == "pairs":
+            kw["action"] = "append"
+            kw["nargs"] = 2
+            kw["metavar"] = ("PATH", "SCALE")
         else:
             kw["metavar"] = opt.metavar or "VALUE"
         p.add_argument(*opt.flags, **kw)

@@ -23,7 +23,7 @@ class Option:
     dest: str
     flags: tuple[str, ...]
     help: str
-    kind: str = "value"  # value | flag | list
+    kind: str = "value"  # value | flag | list | pairs (two values on the command line, A:B elsewhere)
     metavar: str | None = None
     secret: bool = False
 
@@ -54,6 +54,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("embeddings", ("--embeddings",), "enable /v1/embeddings on the main model", kind="flag"),
     Option("rerank_model", ("--rerank-model",), "a cross-encoder GGUF loaded beside the main model for /v1/rerank", metavar="PATH"),
     Option("reranking", ("--reranking",), "the main model is a reranker: serve /v1/rerank from it", kind="flag"),
+    Option("lora", ("--lora",), "LoRA adapter GGUF, scale 1; repeat for several", kind="list", metavar="PATH"),
+    Option("lora_scaled", ("--lora-scaled",), "LoRA adapter with a scale (env/config: PATH:SCALE); repeatable", kind="pairs"),
+    Option("lora_init_without_apply", ("--lora-init-without-apply",), "load adapters with scale 0 (set them with POST /lora-adapters)", kind="flag"),
     Option("max_queue", ("--max-queue",), "requests that may wait for a slot; beyond it 503 (default 256)"),
     Option("chat_template", ("--chat-template",), "built-in chat template to use instead of the model's (chatml, llama3, ...)"),
     Option("chat_template_file", ("--chat-template-file",), "Jinja chat template file to use instead of the model's", metavar="PATH"),
@@ -90,6 +93,9 @@ class Settings(BaseModel):
     max_body_size: int = Field(100 * 1024 * 1024, ge=1024)
     shutdown_timeout: float = Field(10.0, ge=0)
     embeddings: bool = False
+    lora: tuple[str, ...] = ()
+    lora_scaled: tuple[str, ...] = ()
+    lora_init_without_apply: bool = False
     rerank_model: Path | None = None
     reranking: bool = False
     max_queue: int = Field(256, ge=0)
@@ -139,6 +145,32 @@ class Settings(BaseModel):
             raise ValueError("no such file")
         return v
 
+    @field_validator("lora_scaled")
+    @classmethod
+    def _scaled(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            path, sep, scale = item.rpartition(":")
+            try:
+                float(scale)
+            except ValueError:
+                raise ValueError(f"{item!r} is not PATH:SCALE (or PATH SCALE on the command line)") from None
+            if not sep or not path:
+                raise ValueError(f"{item!r} is not PATH:SCALE")
+        return v
+
+    def lora_adapters(self) -> list[tuple[Path, float]]:
+        """(path, initial scale) of every adapter, in flag order: --lora first, then --lora-scaled."""
+        out = [(Path(p), 1.0) for p in self.lora]
+        for item in self.lora_scaled:
+            path, _, scale = item.rpartition(":")
+            out.append((Path(path), float(scale)))
+        if self.lora_init_without_apply:
+            out = [(p, 0.0) for p, _ in out]
+        for p, _ in out:
+            if not p.is_file():
+                raise ConfigError(f"--lora: no such file: {p}")
+        return out
+
     def api_keys(self) -> tuple[str, ...]:
         """Every accepted key: --api-key values plus the lines of --api-key-file."""
         keys = list(self.api_key)
@@ -186,7 +218,7 @@ def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
                 if low not in {"1", "0", "true", "false", "yes", "no", "on", "off", ""}:
                     raise ConfigError(f"{key}: expected a boolean, got {raw!r}")
                 out[opt.dest] = low in {"1", "true", "yes", "on"}
-            elif opt.kind == "list":
+            elif opt.kind in ("list", "pairs"):
                 out[opt.dest] = _split_list(raw)
             else:
                 out[opt.dest] = raw
@@ -219,7 +251,11 @@ def resolve(cli: dict[str, Any], environ: dict[str, str] | None = None) -> Setti
     merged.update(env)
     merged.update({k: v for k, v in cli.items() if k != "config"})
     for key, value in list(merged.items()):
-        if _BY_DEST[key].kind == "list":
+        kind = _BY_DEST[key].kind
+        if kind == "pairs":
+            merged[key] = tuple(":".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+                                for v in (value if isinstance(value, (list, tuple)) else _split_list(value)))
+        elif kind == "list":
             merged[key] = tuple(_split_list(value))
     try:
         return Settings(**merged)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from typing import Any, AsyncIterator
 
@@ -224,3 +225,28 @@ async def slot_action(slot_id: int) -> Response:
     path = slotfiles.slot_file(s.settings.slot_save_path, body.get("filename"), action)
     fn = slotfiles.save if action == "save" else slotfiles.restore
     return json_response(await engine.run_job(lambda: fn(engine, slot_id, path)))
+
+
+@blueprint.get("/lora-adapters")
+async def lora_adapters() -> Response:
+    engine = services().require_engine()
+    return json_response([{"id": a["id"], "path": a["path"], "scale": a["scale"]} for a in engine.loras])
+
+
+@blueprint.post("/lora-adapters")
+async def set_lora_adapters() -> Response:
+    """Default scales for the following requests: [{"id", "scale"}]; ids not named keep theirs."""
+    from quart import request as req
+
+    engine = services().require_engine()
+    raw = await req.get_data(cache=False)
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise BadRequest(f"malformed JSON in request body: {e}") from None
+    if not isinstance(body, list):
+        raise BadRequest("the body must be an array of {\"id\", \"scale\"}")
+    scales = engine.lora_key(body)  # validates ids and scales
+    for a, sc in zip(engine.loras, scales):
+        a["scale"] = sc
+    return json_response([{"id": a["id"], "path": a["path"], "scale": a["scale"]} for a in engine.loras])

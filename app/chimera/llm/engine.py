@@ -59,6 +59,8 @@ class Engine:
         self.metrics = metrics
         self.embeddings = settings.embeddings
         self.ranking = False  # a context with rank pooling: scores instead of vectors
+        self.loras: list[dict[str, Any]] = []  # {id, path, ptr, scale}: scale is the default for requests
+        self._lora_active: tuple[float, ...] | None = None  # the scales applied to the context now
         self.n_slots = settings.parallel
         self.n_ctx_slot = n_ctx_slot
         self.n_batch = int(self.ll.llama_n_batch(ctx))
@@ -118,6 +120,12 @@ class Engine:
         per_slot = n_ctx_slot if settings.embeddings else int(ll.llama_n_ctx_seq(ctx))
         engine = cls(settings, model, ctx, metrics, per_slot)
         engine.ranking = settings.embeddings and int(ll.llama_pooling_type(ctx)) == 4
+        if not settings.embeddings:
+            for i, (lpath, scale) in enumerate(settings.lora_adapters()):
+                ptr = ll.llama_adapter_lora_init(model.ptr, os.fsencode(lpath))
+                if not ptr:
+                    raise RuntimeError(f"--lora: {lpath} is not a LoRA adapter for this model")
+                engine.loras.append({"id": i, "path": str(lpath), "ptr": ptr, "scale": scale})
         return engine
 
     def eog_tokens(self) -> list[int]:
@@ -282,16 +290,50 @@ class Engine:
             if slot.seq is not None and slot.seq.cancelled:
                 self._finish(slot, "cancelled")
 
+    def lora_key(self, overrides: list[Any] | None) -> tuple[float, ...]:
+        """The adapter scales a request runs with: the defaults, overridden per request."""
+        scales = [a["scale"] for a in self.loras]
+        for i, item in enumerate(overrides or []):
+            if not isinstance(item, dict) or not isinstance(item.get("id"), int) or not 0 <= item["id"] < len(scales):
+                raise BadRequest(f"lora[{i}] must be {{\"id\": 0..{len(scales) - 1}, \"scale\": number}}", param=f"lora.{i}")
+            scale = item.get("scale", 1.0)
+            if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+                raise BadRequest(f"lora[{i}].scale must be a number", param=f"lora.{i}.scale")
+            scales[item["id"]] = float(scale)
+        return tuple(scales)
+
+    def _apply_lora(self, key: tuple[float, ...]) -> None:
+        """Engine thread, with no slot processing: put these adapter scales on the context."""
+        import ctypes
+
+        if key == self._lora_active or not self.loras:
+            self._lora_active = key
+            return
+        used = [(a["ptr"], sc) for a, sc in zip(self.loras, key) if sc != 0.0]
+        arr = (self.ll.llama_adapter_lora_p_ctypes * max(1, len(used)))(*[p for p, _ in used])
+        scales = (ctypes.c_float * max(1, len(used)))(*[sc for _, sc in used])
+        self.ll.llama_set_adapters_lora(self.ctx, arr if used else None, len(used), scales if used else None)
+        self._lora_active = key
+
     def _admit(self) -> None:
         while self.waiting and (free := [s for s in self.slots if s.seq is None]):
-            seq = self.waiting.popleft()
-            best = max(free, key=lambda s: (_common_prefix(s.cache, seq.prompt), -len(s.cache)))
-            keep = _common_prefix(best.cache, seq.prompt) if seq.cache_prompt else 0
+            seq = self.waiting[0]
+            if seq.lora_key != self._lora_active:
+                # adapters apply to the whole context: a request with another adapter set waits
+                # until the running ones finish (FIFO), then the context switches to its set
+                if len(free) < self.n_slots:
+                    return
+                self._apply_lora(seq.lora_key)
+            self.waiting.popleft()
+            usable = [s for s in free if s.lora_key == seq.lora_key]  # KV made under other adapters is stale
+            best = max(free, key=lambda s: (_common_prefix(s.cache, seq.prompt) if s in usable else 0, -len(s.cache)))
+            keep = _common_prefix(best.cache, seq.prompt) if seq.cache_prompt and best in usable else 0
             keep = min(keep, len(seq.prompt) - 1)  # always evaluate one token for its logits
             if keep < len(best.cache):
                 self.stepper.seq_rm(self.stepper.mem, best.id, keep, -1)
                 del best.cache[keep:]
             best.seq = seq
+            best.lora_key = seq.lora_key
             seq.slot = best
             seq.n_cached = keep
             seq.n_prompt_done = keep

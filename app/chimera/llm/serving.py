@@ -43,6 +43,7 @@ class Generation:
         for p in prompts:
             engine.model.check_tokens(p, param)
             engine.check_fits(len(p), limit, param)
+        lora_key = engine.lora_key(getattr(req, "lora", None))
         send, self.receive = trio.open_memory_channel[Delta | Finished](math.inf)
         self.seqs: list[Sequence] = []
         with send:
@@ -51,7 +52,7 @@ class Generation:
                     self.seqs.append(Sequence(
                         prompt=p, params=req.sampling(engine.model.n_vocab), max_tokens=limit,
                         stops=req.stop_list(), n_probs=n_probs, cache_prompt=req.cache_prompt,
-                        index=i * req.n + j, send=send.clone(), render_special=render_special,
+                        index=i * req.n + j, send=send.clone(), render_special=render_special, lora_key=lora_key,
                     ))
             engine.submit(self.seqs)
         self.id = ""

@@ -23,6 +23,7 @@ class Slot:
         self.id = slot_id
         self.cache: list[int] = []  # tokens whose K/V sit in this slot's sequence
         self.seq: Sequence | None = None
+        self.lora_key: tuple[float, ...] = ()  # adapter scales its cached KV was computed with
 
 
 class Stepper:

@@ -54,6 +54,7 @@ class GenerationFields(BaseModel):
     json_schema: dict[str, Any] | None = None
     n_probs: int | None = Field(None, ge=0, le=100)
     cache_prompt: bool = True
+    lora: list[Any] | None = None  # [{"id", "scale"}]: adapter scales for this request
 
     @field_validator("stop")
     @classmethod
