@@ -59,3 +59,17 @@ def test_unknown_builtin_template_exits_2(start_server: type[Server], smollm: Pa
     s = start_server("-m", str(smollm), "--chat-template", "nonesuch")
     assert s.proc.wait(60) == 2
     assert "unknown template" in s.output()
+
+
+def test_unexpected_error_is_sanitized_500_and_server_keeps_serving(start_server: type[Server], smollm: Path, tmp_path: Path) -> None:
+    tpl = tmp_path / "broken.jinja"
+    tpl.write_text("{{ messages[0].content }}{{ 1 // 0 }}")  # a template bug: ZeroDivisionError
+    s = start_server("-m", str(smollm), "--chat-template-file", str(tpl)).wait_ready()
+    r = httpx.post(s.base + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+    assert r.status_code == 500
+    err = r.json()["error"]
+    assert err["type"] == "api_error" and "ZeroDivisionError" in err["message"] and "Traceback" not in err["message"]
+    assert httpx.get(s.base + "/health").status_code == 200
+    ok = httpx.post(s.base + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+    assert ok.status_code == 200
+    assert "Traceback" in s.output() and "ZeroDivisionError" in s.output()
