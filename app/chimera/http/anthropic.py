@@ -23,7 +23,7 @@ from ..llm.serving import Generation, new_id
 from ..llm.toolcalls import Call, StreamParser
 from ..protocol.anthropic import CountTokensRequest, MessagesRequest, stop_reason, to_chat_messages
 from ..protocol.openai import GenerationFields
-from .chat import Splitters, apply_json_schema, reasoning_mode, tokenize_prompt
+from .chat import Splitters, apply_json_schema, reasoning_mode, start_generation, tokenize_prompt
 from .common import json_object, json_response, parse_model, services, sse_response
 
 blueprint = Blueprint("anthropic", __name__)
@@ -61,8 +61,10 @@ def _tool_choice(choice: dict[str, Any] | None) -> tuple[Any, bool | None]:
     raise BadRequest("tool_choice.type must be auto, any, tool or none", param="tool_choice.type")
 
 
-def _prepare(engine: Engine, req: MessagesRequest | CountTokensRequest, thinking: bool) -> tuple[list[int], tooluse.ToolPlan | None, str]:
-    messages = normalize_messages(to_chat_messages(req.system, req.messages))
+def _prepare(engine: Engine, req: MessagesRequest | CountTokensRequest, thinking: bool,
+             media: list[tuple[str, Any, str]] | None = None) -> tuple[list[int], tooluse.ToolPlan | None, str]:
+    collect = media if engine.stepper.mtmd is not None else None
+    messages = normalize_messages(to_chat_messages(req.system, req.messages, collect))
     choice, parallel = _tool_choice(getattr(req, "tool_choice", None))
     plan = tooluse.plan(_openai_tools(req.tools), choice, parallel, engine.template.source)
     extra: dict[str, Any] = {"enable_thinking": thinking}
@@ -191,7 +193,8 @@ async def messages() -> Response:
     req = parse_model(MessagesRequest, await json_object())
     engine = s.require_engine()
     wants_thinking = bool(req.thinking and req.thinking.get("type") == "enabled") and s.settings.reasoning_budget != 0
-    prompt, plan, text = _prepare(engine, req, wants_thinking)
+    media: list[tuple[str, Any, str]] = []
+    prompt, plan, text = _prepare(engine, req, wants_thinking, media)
     gen_req = parse_model(GenerationFields, req.generation_fields())
     apply_json_schema(gen_req)
     if plan is not None and (grammar := tooluse.forced_grammar(plan)) is not None:
@@ -199,7 +202,8 @@ async def messages() -> Response:
             raise BadRequest("a forced tool_choice cannot be combined with 'grammar' or 'json_schema'", param="tool_choice")
         gen_req.grammar = grammar
     thinking = reasoning_mode(engine, s.settings.reasoning_format, text, plan is not None)
-    gen = Generation(engine, [prompt], gen_req, 0, "messages", render_special=plan is not None or thinking is not None)
+    gen = await start_generation(engine, gen_req, text, media, s.settings, render_special=plan is not None or thinking is not None)
+    prompt = gen.prompts[0]
     mid = "msg_" + new_id("x")[2:]
     if req.stream:
         return sse_response(_stream(gen, mid, s.model_id, len(prompt), plan, thinking))
@@ -235,5 +239,11 @@ async def messages() -> Response:
 async def count_tokens() -> Response:
     req = parse_model(CountTokensRequest, await json_object())
     engine = services().require_engine()
-    prompt, _, _ = _prepare(engine, req, False)
+    media: list[tuple[str, Any, str]] = []
+    prompt, _, text = _prepare(engine, req, False, media)
+    if media:  # count the media as the projector tokenizes them
+        gen = await start_generation(engine, GenerationFields(max_tokens=0), text, media, services().settings, False)
+        n = len(gen.prompts[0])
+        gen.cancel()
+        return json_response({"input_tokens": n})
     return json_response({"input_tokens": len(prompt)})

@@ -16,6 +16,7 @@ from ..llm.grammars import JSON_GBNF
 from ..llm.schema import schema_to_grammar
 from ..llm.reasoning import OPEN, HarmonySplitter, ReasoningSplitter, split_with
 from ..llm.sequence import Delta, Finished
+from ..llm.media import media_bytes
 from ..llm.serving import Generation, chat_logprobs, new_id
 from ..llm.toolcalls import Call, StreamParser
 from ..protocol.openai import ChatCompletionRequest, GenerationFields
@@ -75,8 +76,9 @@ def template_vars(req: ChatCompletionRequest, settings: Settings) -> dict[str, A
     return extra
 
 
-def render_prompt(engine: Engine, req: ChatCompletionRequest, settings: Settings) -> tuple[str, tooluse.ToolPlan | None]:
-    messages = normalize_messages(req.messages)
+def render_prompt(engine: Engine, req: ChatCompletionRequest, settings: Settings,
+                  media: list[tuple[str, Any, str]] | None = None) -> tuple[str, tooluse.ToolPlan | None]:
+    messages = normalize_messages(req.messages, media if engine.stepper.mtmd is not None else None)
     plan = tooluse.plan(req.tools, req.tool_choice, req.parallel_tool_calls, engine.template.source)
     extra = template_vars(req, settings)
     if plan is not None:
@@ -169,6 +171,25 @@ async def _stream(gen: Generation, base: dict[str, Any], engine: Engine, req: Ch
     yield SSE_DONE
 
 
+async def start_generation(engine: Engine, req: GenerationFields, text: str, media: list[tuple[str, Any, str]],
+                           settings: Settings, render_special: bool) -> Generation:
+    """The request's Generation; a prompt with media goes through the projector first."""
+    n_probs = req.n_probs_wanted() if isinstance(req, ChatCompletionRequest) else 0
+    if not media:
+        return Generation(engine, [tokenize_prompt(engine, text)], req, n_probs, "messages", render_special=render_special)
+    for kind, _, param in media:
+        if (kind == "image" and not engine.vision) or (kind == "audio" and not engine.audio):
+            raise BadRequest(f"the loaded projector does not read {kind}", param=param)
+    blobs = [media_bytes(src, settings.allow_remote_media, param) for _, src, param in media]
+    add_special = not (engine.template.bos_token and text.startswith(engine.template.bos_token))
+    mp = await engine.media_prompt(text, blobs, add_special)
+    try:
+        return Generation(engine, [mp.tokens], req, n_probs, "messages", render_special=render_special, media=mp)
+    except BaseException:
+        engine.free_later(mp, [])
+        raise
+
+
 @blueprint.post("/v1/chat/completions")
 @blueprint.post("/chat/completions")
 async def chat_completions() -> Response:
@@ -176,10 +197,10 @@ async def chat_completions() -> Response:
     req = parse_model(ChatCompletionRequest, await json_object())
     engine = s.require_engine()
     apply_response_format(req)
-    text, plan = render_prompt(engine, req, s.settings)
+    media: list[tuple[str, Any, str]] = []
+    text, plan = render_prompt(engine, req, s.settings, media)
     thinking = reasoning_mode(engine, req.reasoning_format or s.settings.reasoning_format, text, plan is not None)
-    gen = Generation(engine, [tokenize_prompt(engine, text)], req, req.n_probs_wanted(), "messages",
-                     render_special=plan is not None or thinking is not None)
+    gen = await start_generation(engine, req, text, media, s.settings, render_special=plan is not None or thinking is not None)
     base = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": gen.created,
             "model": s.model_id, "system_fingerprint": FINGERPRINT}
     if req.stream:

@@ -119,8 +119,13 @@ def _arguments_as_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]] |
     return out if changed else None
 
 
-def normalize_messages(messages: Any) -> list[dict[str, Any]]:
-    """Validate OpenAI chat messages and flatten text content parts into strings."""
+MEDIA_MARKER = "<__media__>"
+
+
+def normalize_messages(messages: Any, media: list[tuple[str, Any, str]] | None = None) -> list[dict[str, Any]]:
+    """Validate OpenAI chat messages and flatten content parts into strings. With `media` (a
+    list to fill), image and audio parts become the media marker and are collected as
+    (kind, source, param); without it they are refused."""
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty array", param="messages")
     out = []
@@ -144,6 +149,20 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
                     if not isinstance(part.get("text"), str):
                         raise BadRequest(f"messages[{i}].content[{j}].text must be a string", param=f"messages.{i}.content.{j}.text")
                     texts.append(part["text"])
+                elif part["type"] in ("image_url", "input_audio") and media is not None:
+                    where = f"messages.{i}.content.{j}"
+                    if part["type"] == "image_url":
+                        url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else part.get("image_url")
+                        if not isinstance(url, str):
+                            raise BadRequest(f"{where}.image_url.url must be a string", param=f"{where}.image_url.url")
+                        media.append(("image", url, f"{where}.image_url.url"))
+                    else:
+                        audio = part.get("input_audio")
+                        if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
+                            raise BadRequest(f"{where}.input_audio must be {{data, format}}", param=f"{where}.input_audio")
+                        media.append(("audio", "data:audio/" + str(audio.get("format", "wav")) + ";base64," + audio["data"],
+                                      f"{where}.input_audio.data"))
+                    texts.append(MEDIA_MARKER)
                 elif part["type"] in ("image_url", "input_audio", "image", "input_image"):
                     raise BadRequest(
                         "this server has no multimodal projector loaded, so it cannot read images or audio "

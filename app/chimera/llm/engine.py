@@ -59,6 +59,8 @@ class Engine:
         self.metrics = metrics
         self.embeddings = settings.embeddings
         self.ranking = False  # a context with rank pooling: scores instead of vectors
+        self.vision = self.audio = False  # what the --mmproj projector reads
+        self._to_free: collections.deque[Any] = collections.deque()  # media prompts of ended requests
         self.loras: list[dict[str, Any]] = []  # {id, path, ptr, scale}: scale is the default for requests
         self._lora_active: tuple[float, ...] | None = None  # the scales applied to the context now
         self.n_slots = settings.parallel
@@ -120,6 +122,14 @@ class Engine:
         per_slot = n_ctx_slot if settings.embeddings else int(ll.llama_n_ctx_seq(ctx))
         engine = cls(settings, model, ctx, metrics, per_slot)
         engine.ranking = settings.embeddings and int(ll.llama_pooling_type(ctx)) == 4
+        if settings.mmproj is not None and not settings.embeddings:
+            import llama_cpp.mtmd_cpp as mt
+
+            from .media import load_projector
+
+            engine.stepper.mtmd = load_projector(mt, str(settings.mmproj), model.ptr, p.n_threads)
+            engine.vision = bool(mt.mtmd_support_vision(engine.stepper.mtmd))
+            engine.audio = bool(mt.mtmd_support_audio(engine.stepper.mtmd))
         if not settings.embeddings:
             for i, (lpath, scale) in enumerate(settings.lora_adapters()):
                 ptr = ll.llama_adapter_lora_init(model.ptr, os.fsencode(lpath))
@@ -181,6 +191,20 @@ class Engine:
         if self.ranking:
             raise Unsupported("this model is a reranker: it scores pairs on /v1/rerank and makes no embeddings")
         return await self.run_job(lambda: self.stepper.embed(inputs, self.n_slots))  # type: ignore[no-any-return]
+
+    async def media_prompt(self, text: str, media: list[bytes], add_special: bool) -> Any:
+        """Split a rendered prompt with media markers into text and media chunks (engine thread)."""
+        import llama_cpp.mtmd_cpp as mt
+
+        from .media import tokenize
+
+        return await self.run_job(lambda: tokenize(mt, self.stepper.mtmd, text, media, add_special))
+
+    def free_later(self, media_prompt: Any, seqs: list[Sequence]) -> None:
+        """Trio thread: a request with media ended; its chunks are freed on the engine thread
+        once none of its sequences is queued or in a slot."""
+        self._to_free.append((media_prompt, seqs))
+        self._work.set()
 
     async def score(self, inputs: list[list[int]]) -> list[float]:
         """Cross-encoder scores of (query, document) token sequences, batched like embeddings."""
@@ -289,6 +313,16 @@ class Engine:
         for slot in self.slots:
             if slot.seq is not None and slot.seq.cancelled:
                 self._finish(slot, "cancelled")
+        if self._to_free:
+            import llama_cpp.mtmd_cpp as mt
+
+            busy = {id(s.seq) for s in self.slots if s.seq is not None} | {id(s) for s in self.waiting}
+            for _ in range(len(self._to_free)):
+                mp, seqs = self._to_free.popleft()
+                if any(id(s) in busy for s in seqs):
+                    self._to_free.append((mp, seqs))
+                else:
+                    mp.free(mt)
 
     def lora_key(self, overrides: list[Any] | None) -> tuple[float, ...]:
         """The adapter scales a request runs with: the defaults, overridden per request."""
@@ -329,6 +363,9 @@ class Engine:
             best = max(free, key=lambda s: (_common_prefix(s.cache, seq.prompt) if s in usable else 0, -len(s.cache)))
             keep = _common_prefix(best.cache, seq.prompt) if seq.cache_prompt and best in usable else 0
             keep = min(keep, len(seq.prompt) - 1)  # always evaluate one token for its logits
+            for m in seq.media.values():  # never resume inside a media chunk
+                if m.start < keep < m.start + m.n_tokens:
+                    keep = m.start
             if keep < len(best.cache):
                 self.stepper.seq_rm(self.stepper.mem, best.id, keep, -1)
                 del best.cache[keep:]

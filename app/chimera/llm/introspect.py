@@ -15,7 +15,8 @@ def model_card(engine: Engine, model_id: str, created: int) -> dict[str, Any]:
         "object": "model",
         "created": created,
         "owned_by": "chimera",
-        "capabilities": ["embeddings"] if engine.embeddings else ["completion", "chat"],
+        "capabilities": (["embeddings"] if engine.embeddings else ["completion", "chat"])
+        + (["vision"] if engine.vision else []) + (["audio"] if engine.audio else []),
         "meta": {
             "n_vocab": m.n_vocab,
             "n_ctx_train": m.n_ctx_train,
@@ -40,7 +41,7 @@ def props(engine: Engine, model_id: str) -> dict[str, Any]:
         "chat_template_name": t.name,
         "bos_token": t.bos_token,
         "eos_token": t.eos_token,
-        "modalities": {"vision": False, "audio": False},
+        "modalities": {"vision": engine.vision, "audio": engine.audio},
         "default_generation_settings": {
             "n_ctx": engine.n_ctx_slot,
             "params": SamplingParams().public() | {"n_predict": -1, "cache_prompt": True},

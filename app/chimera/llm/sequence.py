@@ -44,7 +44,8 @@ class Sequence:
     n_probs: int = 0
     cache_prompt: bool = True
     render_special: bool = False
-    lora_key: tuple[float, ...] = ()  # LoRA adapter scales this sequence runs with  # special tokens as text (<tool_call>, <think>, <|channel|> ...)
+    lora_key: tuple[float, ...] = ()  # LoRA adapter scales this sequence runs with
+    media: dict[int, Any] = field(default_factory=dict)  # prompt index → MediaChunk (mtmd)  # special tokens as text (<tool_call>, <think>, <|channel|> ...)
     index: int = 0  # the choice number within its request
     send: Any = None  # a clone of the request's channel; the engine closes it when done
     id: int = field(default_factory=lambda: next(_ids))

@@ -35,13 +35,16 @@ class Generation:
     """The sequences of one request (prompts × n) sharing one event channel."""
 
     def __init__(self, engine: Engine, prompts: list[list[int]], req: GenerationFields, n_probs: int, param: str,
-                 render_special: bool = False) -> None:
+                 render_special: bool = False, media: Any = None) -> None:
         self.engine = engine
         self.prompts = prompts
         self.n = req.n
         limit = req.limit()
+        self.media = media  # a MediaPrompt: its placeholders are not vocabulary ids
+        self.media_tokens = sum(m.n_tokens for m in media.media.values()) if media is not None else 0
         for p in prompts:
-            engine.model.check_tokens(p, param)
+            if media is None:
+                engine.model.check_tokens(p, param)
             engine.check_fits(len(p), limit, param)
         lora_key = engine.lora_key(getattr(req, "lora", None))
         send, self.receive = trio.open_memory_channel[Delta | Finished](math.inf)
@@ -53,6 +56,7 @@ class Generation:
                         prompt=p, params=req.sampling(engine.model.n_vocab), max_tokens=limit,
                         stops=req.stop_list(), n_probs=n_probs, cache_prompt=req.cache_prompt,
                         index=i * req.n + j, send=send.clone(), render_special=render_special, lora_key=lora_key,
+                        media=media.media if media is not None else {},
                     ))
             engine.submit(self.seqs)
         self.id = ""
@@ -62,6 +66,9 @@ class Generation:
         for s in self.seqs:
             s.cancelled = True
         self.receive.close()
+        if self.media is not None:
+            self.engine.free_later(self.media, self.seqs)
+            self.media = None
         self.engine.wake()
 
     async def events(self) -> AsyncIterator[Delta | Finished]:
@@ -90,11 +97,14 @@ class Generation:
             by_index[i * self.n].usage["prompt_tokens_details"]["cached_tokens"]
             for i in range(len(self.prompts)) if i * self.n in by_index
         )
+        details: dict[str, Any] = {"cached_tokens": min(cached, prompt)}
+        if self.media_tokens:
+            details["image_tokens"] = self.media_tokens
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": min(cached, prompt)},
+            "prompt_tokens_details": details,
         }
 
 

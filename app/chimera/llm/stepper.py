@@ -6,6 +6,7 @@ into events for the requests.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from typing import Any
@@ -35,6 +36,7 @@ class Stepper:
         self.n_batch = n_batch
         self.n_ctx_slot = n_ctx_slot
         self.metrics = metrics
+        self.mtmd: Any = None  # the projector context, with --mmproj
         hold = model.native.hold
         self._sample = hold.llama_sampler_sample
         self._logits_ith = hold.llama_get_logits_ith
@@ -78,7 +80,13 @@ class Stepper:
             if not seq.prefilling or n >= self.n_batch:
                 continue
             start = seq.n_prompt_done
+            while start in seq.media:  # a media chunk: evaluated by mtmd into this slot's sequence
+                self._eval_media(slot, seq.media[start])
+                start = seq.n_prompt_done
             take = min(self.n_batch - n, len(seq.prompt) - start)
+            nxt = min((k for k in seq.media if k > start), default=None)
+            if nxt is not None:
+                take = min(take, nxt - start)
             chunk = seq.prompt[start : start + take]
             pos = len(slot.cache)
             for k, tok in enumerate(chunk):
@@ -106,6 +114,22 @@ class Stepper:
                 seq.t_prompt_done = now
             out.append(self.sample(slot, seq, now))
         return out
+
+    def _eval_media(self, slot: Slot, m: Any) -> None:
+        import llama_cpp.mtmd_cpp as mt
+
+        seq = slot.seq
+        assert seq is not None and self.mtmd is not None
+        new_past = ctypes.c_int32(0)
+        t0 = time.perf_counter()
+        rc = mt.mtmd_helper_eval_chunk_single(self.mtmd, self.ctx, m.chunk, len(slot.cache), slot.id, self.n_batch,
+                                              False, ctypes.byref(new_past))
+        self.metrics.decode_seconds.inc(time.perf_counter() - t0)
+        if rc != 0:
+            raise ChimeraError(f"the projector failed on a media chunk (status {rc})")
+        slot.cache.extend(seq.prompt[m.start : m.start + m.n_tokens])
+        seq.n_prompt_done = m.start + m.n_tokens
+        self.metrics.prompt_tokens.inc(m.n_tokens)
 
     def sample(self, slot: Slot, seq: Sequence, now: float) -> tuple[Slot, Delta, str | None]:
         model = self.model

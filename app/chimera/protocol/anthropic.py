@@ -52,7 +52,7 @@ class CountTokensRequest(BaseModel):
     tools: list[Any] | None = None
 
 
-def _text_of_blocks(blocks: Any, where: str) -> str:
+def _text_of_blocks(blocks: Any, where: str, media: list[tuple[str, Any, str]] | None = None) -> str:
     if isinstance(blocks, str):
         return blocks
     if not isinstance(blocks, list):
@@ -65,6 +65,16 @@ def _text_of_blocks(blocks: Any, where: str) -> str:
             if not isinstance(b.get("text"), str):
                 raise BadRequest(f"{where}[{i}].text must be a string", param=f"{where}.{i}.text")
             parts.append(b["text"])
+        elif b["type"] == "image" and media is not None:
+            src = b.get("source") or {}
+            if src.get("type") == "base64" and isinstance(src.get("data"), str):
+                url = f"data:{src.get('media_type', 'image/png')};base64,{src['data']}"
+            elif src.get("type") == "url" and isinstance(src.get("url"), str):
+                url = src["url"]
+            else:
+                raise BadRequest(f"{where}[{i}].source must be base64 or url", param=f"{where}.{i}.source")
+            media.append(("image", url, f"{where}.{i}.source"))
+            parts.append("<__media__>")
         elif b["type"] in ("image", "document"):
             raise BadRequest(
                 f"{where}[{i}]: this server has no multimodal projector loaded, so it cannot read {b['type']} "
@@ -77,7 +87,8 @@ def _text_of_blocks(blocks: Any, where: str) -> str:
     return "\n".join(parts)
 
 
-def to_chat_messages(system: str | list[Any] | None, messages: list[Any]) -> list[dict[str, Any]]:
+def to_chat_messages(system: str | list[Any] | None, messages: list[Any],
+                     media: list[tuple[str, Any, str]] | None = None) -> list[dict[str, Any]]:
     """Anthropic system + messages → OpenAI-style chat messages for the chat template."""
     out: list[dict[str, Any]] = []
     if system:
@@ -96,7 +107,7 @@ def to_chat_messages(system: str | list[Any] | None, messages: list[Any]) -> lis
         if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result") for b in content):
             out.extend(_tool_blocks(role, content, i))
             continue
-        out.append({"role": role, "content": _text_of_blocks(content, f"messages.{i}.content")})
+        out.append({"role": role, "content": _text_of_blocks(content, f"messages.{i}.content", media)})
     return out
 
 

@@ -1,0 +1,105 @@
+"""Images through --mmproj (tiny random projector + llama): OpenAI and Anthropic shapes, cache."""
+
+from __future__ import annotations
+
+import base64
+import os
+import tarfile
+from pathlib import Path
+from typing import Iterator
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from conftest import Server, module_server, shared_model
+
+
+@pytest.fixture(scope="module")
+def jpeg(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """tools/mtmd/test-1.jpeg from the pinned llama-cpp-python sdist: a real photo."""
+    sdist = Path(os.environ.get("CHIMERA_CACHE", Path.home() / ".cache" / "chimera")) / "sdist" / "llama_cpp_python-0.3.36.tar.gz"
+    if not sdist.exists():
+        pytest.skip("the llama-cpp-python sdist is not in the wheel cache")
+    with tarfile.open(sdist) as tar:
+        member = tar.getmember("llama_cpp_python-0.3.36/vendor/llama.cpp/tools/mtmd/test-1.jpeg")
+        data = tar.extractfile(member)
+        assert data is not None
+        return data.read()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    yield from module_server("-m", str(shared_model("tiny-random-llama-spm.gguf")),
+                             "--mmproj", str(shared_model("tiny-random-mmproj-64.gguf")), "-c", "4096")
+
+
+def _msgs(jpeg: bytes) -> list:
+    url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+    return [{"role": "user", "content": [{"type": "text", "text": "Describe:"}, {"type": "image_url", "image_url": {"url": url}}]}]
+
+
+def test_image_in_chat(server: Server, jpeg: bytes) -> None:
+    client = server.client()
+    text_only = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Describe:"}], max_tokens=4)
+    r = client.chat.completions.create(model="m", messages=_msgs(jpeg), max_tokens=6, temperature=0, extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == 6 and isinstance(r.choices[0].message.content, str)
+    image_tokens = r.usage.prompt_tokens_details.image_tokens
+    assert image_tokens and image_tokens > 0
+    assert r.usage.prompt_tokens >= text_only.usage.prompt_tokens + image_tokens - 2
+    again = client.chat.completions.create(model="m", messages=_msgs(jpeg), max_tokens=6, temperature=0, extra_body={"ignore_eos": True})
+    assert again.usage.prompt_tokens_details.cached_tokens >= r.usage.prompt_tokens - 1, "the image is reused from the cache"
+    stream = client.chat.completions.create(model="m", messages=_msgs(jpeg), max_tokens=6, temperature=0, stream=True,
+                                            extra_body={"ignore_eos": True})
+    assert sum(1 for c in stream if c.choices and c.choices[0].delta.content is not None) >= 1
+
+
+def test_models_and_props_report_vision(server: Server) -> None:
+    assert "vision" in server.client().models.list().data[0].model_extra["capabilities"]
+    assert httpx.get(server.base + "/props").json()["modalities"] == {"vision": True, "audio": False}
+
+
+def test_bad_media_is_400(server: Server) -> None:
+    client = server.client()
+    for url, needle in (("http://example.com/cat.png", "--allow-remote-media"),
+                        ("data:image/png;base64,aGVsbG8=", "could not be decoded"),
+                        ("data:image/png;base64,!!!", "base64")):
+        with pytest.raises(openai.BadRequestError) as exc:
+            client.chat.completions.create(model="m", max_tokens=2, messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "x"}]}])
+        assert needle in exc.value.message
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model="m", max_tokens=2, messages=[{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}, {"type": "text", "text": "x"}]}])
+    assert "does not read audio" in exc.value.message
+
+
+def test_anthropic_image_block(server: Server, jpeg: bytes) -> None:
+    claude = anthropic.Anthropic(base_url=server.base, api_key="none", max_retries=0)
+    msgs = [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": base64.b64encode(jpeg).decode()}},
+        {"type": "text", "text": "What is this?"}]}]
+    m = claude.messages.create(model="m", max_tokens=4, messages=msgs)
+    counted = claude.messages.count_tokens(model="m", messages=msgs)
+    assert m.usage.input_tokens == counted.input_tokens > 16
+
+
+def test_remote_media_when_allowed(start_server: type[Server], jpeg: bytes, tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "cat.jpg").write_bytes(jpeg)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        s = start_server("-m", str(shared_model("tiny-random-llama-spm.gguf")),
+                         "--mmproj", str(shared_model("tiny-random-mmproj-64.gguf")), "--allow-remote-media").wait_ready()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/cat.jpg"
+        r = s.client().chat.completions.create(model="m", max_tokens=2, messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "x"}]}])
+        assert r.usage.prompt_tokens_details.image_tokens > 0
+    finally:
+        httpd.shutdown()
