@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("action", choices=["prepare", "path"], help="prepare: fetch and build; path: print where they are")
     models.add_argument("--models-dir", dest="models_dir", default=None, metavar="PATH")
     models.add_argument("--which", default="llm", choices=["llm", "embed", "all"])
+    db = sub.add_parser("db", help="the chat database: status")
+    db.add_argument("action", choices=["status"])
+    db.add_argument("--chat-db", dest="chat_db", default=None, metavar="PATH")
+    chats = sub.add_parser("chats", help="saved chats: list, show, export, delete")
+    chats.add_argument("action", choices=["list", "show", "export", "delete"])
+    chats.add_argument("chat_id", nargs="?")
+    chats.add_argument("--chat-db", dest="chat_db", default=None, metavar="PATH")
+    chats.add_argument("--format", choices=["json", "markdown"], default="json")
+    chats.add_argument("--limit", type=int, default=20)
+    chats.add_argument("-q", "--query", default=None)
     sub.add_parser("_probe", help=argparse.SUPPRESS)
     return parser
 
@@ -83,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in (["llm", "embed"] if ns.which == "all" else [ns.which]):
                 print(prepare(name, root))
             return 0
+        if ns.command in ("db", "chats"):
+            from .store.cli import run_db_command
+
+            return run_db_command(ns)
         if ns.command == "_probe":
             from .info import probe_main
 

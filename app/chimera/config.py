@@ -54,6 +54,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("embeddings", ("--embeddings",), "enable /v1/embeddings on the main model", kind="flag"),
     Option("rerank_model", ("--rerank-model",), "a cross-encoder GGUF loaded beside the main model for /v1/rerank", metavar="PATH"),
     Option("reranking", ("--reranking",), "the main model is a reranker: serve /v1/rerank from it", kind="flag"),
+    Option("persist_chats", ("--persist-chats",), "save every chat exchange to the chat database", kind="flag"),
+    Option("chat_db", ("--chat-db",), "chat database file (default: chats.db in the user data dir)", metavar="PATH"),
     Option("mmproj", ("--mmproj",), "multimodal projector GGUF: images (and audio) in chat messages", metavar="PATH"),
     Option("allow_remote_media", ("--allow-remote-media",), "fetch http(s) image URLs in messages (default: data: URLs only)", kind="flag"),
     Option("lora", ("--lora",), "LoRA adapter GGUF, scale 1; repeat for several", kind="list", metavar="PATH"),
@@ -95,6 +97,8 @@ class Settings(BaseModel):
     max_body_size: int = Field(100 * 1024 * 1024, ge=1024)
     shutdown_timeout: float = Field(10.0, ge=0)
     embeddings: bool = False
+    persist_chats: bool = False
+    chat_db: Path | None = None
     mmproj: Path | None = None
     allow_remote_media: bool = False
     lora: tuple[str, ...] = ()
@@ -161,6 +165,13 @@ class Settings(BaseModel):
             if not sep or not path:
                 raise ValueError(f"{item!r} is not PATH:SCALE")
         return v
+
+    def chat_db_path(self) -> Path:
+        if self.chat_db is not None:
+            return self.chat_db
+        import platformdirs
+
+        return Path(platformdirs.user_data_dir("chimera")) / "chats.db"
 
     def lora_adapters(self) -> list[tuple[Path, float]]:
         """(path, initial scale) of every adapter, in flag order: --lora first, then --lora-scaled."""

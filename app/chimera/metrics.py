@@ -45,5 +45,8 @@ class Metrics:
             "chimera_llm_loop_seconds", "Engine loop time for steps that decode (decode, sampling, hand-off, dispatch)", registry=r,
         )
 
+        self.persist_errors = Counter("chimera_persist_errors", "Chat exchanges that could not be saved", registry=r)
+        self.persisted = Counter("chimera_persisted_exchanges", "Chat exchanges saved", registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

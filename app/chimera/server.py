@@ -111,6 +111,15 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
     services = Services(settings=settings, api_keys=settings.api_keys())
     services.model_path = str(model_path)
     services.model_id = settings.alias or model_path.name.removesuffix(".gguf")
+    if settings.persist_chats:
+        from .store.chats import ChatStore
+
+        services.chats = ChatStore(settings.chat_db_path())
+        try:
+            await services.chats.open()
+        except Exception as e:
+            raise ConfigError(f"--chat-db: cannot open {settings.chat_db_path()}: {e}") from e
+        log.info("saving chats to %s", settings.chat_db_path())
     app = create_app(services)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, services.lifecycle)

@@ -11,6 +11,7 @@ import trio
 from .config import Settings
 from .metrics import Metrics
 from .protocol.responses import ResponseStore
+from .store.chats import ChatStore
 
 if TYPE_CHECKING:
     from .llm.engine import Engine
@@ -37,7 +38,8 @@ class Services:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     responses: ResponseStore = field(default_factory=ResponseStore)
     engine: Engine | None = None
-    reranker: Engine | None = None  # --rerank-model, or the main engine with --reranking
+    reranker: Engine | None = None
+    chats: ChatStore | None = None  # --persist-chats  # --rerank-model, or the main engine with --reranking
     engine_versions: dict[str, Any] | None = None  # from the probe process, filled at start-up
     model_path: str | None = None
     model_id: str = "model"

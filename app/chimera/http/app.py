@@ -137,6 +137,7 @@ def create_app(services: Services) -> QuartTrio:
 
     from .anthropic import blueprint as anthropic_bp
     from .chat import blueprint as chat_bp
+    from .chats import blueprint as chats_bp
     from .infill import blueprint as infill_bp
     from .rerank import blueprint as rerank_bp
     from .llm import blueprint as llm_bp
@@ -150,6 +151,7 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(responses_bp)
     app.register_blueprint(infill_bp)
     app.register_blueprint(rerank_bp)
+    app.register_blueprint(chats_bp)
 
     if services.settings.cors_origins:
         origins = "*" if "*" in services.settings.cors_origins else list(services.settings.cors_origins)

@@ -20,6 +20,7 @@ from ..llm.media import media_bytes
 from ..llm.serving import Generation, chat_logprobs, new_id
 from ..llm.toolcalls import Call, StreamParser
 from ..protocol.openai import ChatCompletionRequest, GenerationFields
+from .chats import HEADER, chat_id_for_request, persist
 from .common import SSE_DONE, json_object, json_response, parse_model, services, sse_event, sse_response
 
 blueprint = Blueprint("chat", __name__)
@@ -119,14 +120,26 @@ def reasoning_mode(engine: Engine, fmt: str, prompt: str, tools: bool) -> Splitt
 
 
 async def _stream(gen: Generation, base: dict[str, Any], engine: Engine, req: ChatCompletionRequest,
-                  plan: tooluse.ToolPlan | None, thinking: Splitters | None) -> AsyncIterator[bytes]:
+                  plan: tooluse.ToolPlan | None, thinking: Splitters | None, save: Any) -> AsyncIterator[bytes]:
+    """`save(reply)` persists choice 0 as the client received it (before [DONE], or marked
+    incomplete if the client went away first)."""
     parsers = {s.index: StreamParser(plan.family) for s in gen.seqs} if plan else {}
+    sent: dict[str, Any] = {"content": [], "reasoning_content": [], "tool_calls": [], "finish_reason": None}
+    saved = False
     splitters = {s.index: thinking() for s in gen.seqs} if thinking is not None else {}
     top_n = req.top_logprobs or 0
     finished: list[Finished] = []
 
     def chunk(index: int, delta: dict[str, Any], finish: str | None = None, lp: Any = None) -> bytes:
+        if index == 0:
+            sent["content"].append(delta.get("content") or "")
+            sent["reasoning_content"].append(delta.get("reasoning_content") or "")
         return sse_event(base | {"choices": [{"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}]})
+
+    def reply(incomplete: bool) -> dict[str, Any]:
+        return {"content": "".join(sent["content"]), "reasoning_content": "".join(sent["reasoning_content"]) or None,
+                "tool_calls": sent["tool_calls"] or None, "finish_reason": sent["finish_reason"],
+                "usage": gen.usage(finished), "timings": finished[0].timings if finished else None, "incomplete": incomplete}
 
     try:
         for seq in gen.seqs:
@@ -153,12 +166,16 @@ async def _stream(gen: Generation, base: dict[str, Any], engine: Engine, req: Ch
                 yield chunk(ev.index, {"content": rest})
             if plan is not None:
                 for i, call in enumerate(_tool_call_objects(calls, plan)):
+                    if ev.index == 0:
+                        sent["tool_calls"].append(call)
                     fn = call["function"]
                     yield chunk(ev.index, {"tool_calls": [{"index": i, "id": call["id"], "type": "function",
                                                            "function": {"name": fn["name"], "arguments": ""}}]})
                     yield chunk(ev.index, {"tool_calls": [{"index": i, "function": {"arguments": fn["arguments"]}}]})
                     reason = "tool_calls"
             body = base | {"choices": [{"index": ev.index, "delta": {}, "logprobs": None, "finish_reason": reason}]}
+            if ev.index == 0:
+                sent["finish_reason"] = reason
             if len(finished) == len(gen.seqs):
                 body["timings"] = ev.timings
             yield sse_event(body)
@@ -168,6 +185,12 @@ async def _stream(gen: Generation, base: dict[str, Any], engine: Engine, req: Ch
         yield sse_event(e.to_openai())
     finally:
         gen.cancel()
+        if not saved and sent["finish_reason"] is None:  # the client went away, or an error ended it
+            saved = True
+            await save(reply(incomplete=True))
+    if not saved:
+        saved = True
+        await save(reply(incomplete=False))  # committed before [DONE] reaches the client
     yield SSE_DONE
 
 
@@ -197,6 +220,9 @@ async def chat_completions() -> Response:
     req = parse_model(ChatCompletionRequest, await json_object())
     engine = s.require_engine()
     apply_response_format(req)
+    chat_id = await chat_id_for_request(s)
+    headers = {HEADER: chat_id} if chat_id else {}
+    history = normalize_messages(req.messages, [] if engine.stepper.mtmd is not None else None)
     media: list[tuple[str, Any, str]] = []
     text, plan = render_prompt(engine, req, s.settings, media)
     thinking = reasoning_mode(engine, req.reasoning_format or s.settings.reasoning_format, text, plan is not None)
@@ -204,7 +230,10 @@ async def chat_completions() -> Response:
     base = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": gen.created,
             "model": s.model_id, "system_fingerprint": FINGERPRINT}
     if req.stream:
-        return sse_response(_stream(gen, base, engine, req, plan, thinking))
+        async def save(reply: dict[str, Any]) -> None:
+            await persist(s, chat_id, history, reply)
+
+        return sse_response(_stream(gen, base, engine, req, plan, thinking, save), headers=headers)
     try:
         choices = await gen.collect()
     finally:
@@ -229,7 +258,10 @@ async def chat_completions() -> Response:
         out.append({"index": c.index, "message": message,
                     "logprobs": chat_logprobs(engine, c.logprobs, req.top_logprobs or 0) if req.logprobs else None,
                     "finish_reason": reason})
-    return json_response(base | {
+    body = base | {
         "object": "chat.completion", "choices": out, "usage": gen.usage(finished),
         "timings": finished[-1].timings if finished else {},
-    })
+    }
+    await persist(s, chat_id, history, out[0]["message"] | {
+        "finish_reason": out[0]["finish_reason"], "usage": body["usage"], "timings": body["timings"]})  # before the reply
+    return json_response(body, headers=headers)

@@ -1,0 +1,1 @@
+"""SQLite storage: chat history (and, later, vector stores)."""
