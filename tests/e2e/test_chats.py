@@ -188,3 +188,23 @@ def test_abandoned_stream_saved_as_incomplete(start_server: type[Server], smollm
     last = r.json()["messages"][-1]
     assert last["role"] == "assistant" and last.get("incomplete") is True
     assert last["content"].startswith("".join(received)), "saved as far as it went"
+
+
+def test_anthropic_and_responses_traffic_saved(start_server: type[Server], smollm: Path, tmp_path: Path) -> None:
+    import anthropic
+    import openai
+
+    s = start_server("-m", str(smollm), "--persist-chats", "--chat-db", str(tmp_path / "p.db")).wait_ready()
+    claude = anthropic.Anthropic(base_url=s.base, api_key="none", max_retries=0)
+    raw = claude.messages.with_raw_response.create(model="m", max_tokens=8, messages=[{"role": "user", "content": "Hello Claude"}])
+    msg = raw.parse()
+    cid = raw.headers[HEADER]
+    assert saved(s.base, cid)["messages"][-1]["content"] == msg.content[0].text
+    with claude.messages.stream(model="m", max_tokens=8, messages=[{"role": "user", "content": "Hello again"}]) as st:
+        final = st.get_final_message()
+        scid = st.response.headers[HEADER]
+    assert saved(s.base, scid)["messages"][-1]["content"] == final.content[0].text
+    client = openai.OpenAI(base_url=s.base + "/v1", api_key="none", max_retries=0)
+    rraw = client.responses.with_raw_response.create(model="m", input="Hello responses", max_output_tokens=8)
+    resp = rraw.parse()
+    assert saved(s.base, rraw.headers[HEADER])["messages"][-1]["content"] == resp.output_text

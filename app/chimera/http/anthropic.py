@@ -24,6 +24,7 @@ from ..llm.toolcalls import Call, StreamParser
 from ..protocol.anthropic import CountTokensRequest, MessagesRequest, stop_reason, to_chat_messages
 from ..protocol.openai import GenerationFields
 from .chat import Splitters, apply_json_schema, reasoning_mode, start_generation, tokenize_prompt
+from .chats import HEADER, chat_id_for_request, persist
 from .common import json_object, json_response, parse_model, services, sse_response
 
 blueprint = Blueprint("anthropic", __name__)
@@ -124,7 +125,7 @@ class _Blocks:
 
 
 async def _stream(gen: Generation, mid: str, model: str, n_prompt: int, plan: tooluse.ToolPlan | None,
-                  thinking: Splitters | None) -> AsyncIterator[bytes]:
+                  thinking: Splitters | None, save: Any) -> AsyncIterator[bytes]:
     yield _event("message_start", {"type": "message_start", "message": {
         "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": n_prompt, "output_tokens": 0},
@@ -134,16 +135,25 @@ async def _stream(gen: Generation, mid: str, model: str, n_prompt: int, plan: to
     splitter = thinking() if thinking is not None else None
     parser = StreamParser(plan.family) if plan else None
     finished: Finished | None = None
+    acc: dict[str, list[Any]] = {"text": [], "thinking": [], "tools": []}
+    saved = False
 
     def emit(thought: str, text: str) -> list[bytes]:
         out: list[bytes] = []
         if thought:
+            acc["thinking"].append(thought)
             out += blocks.delta("thinking", {"type": "thinking_delta", "thinking": thought})
         if parser is not None and text:
             text = parser.feed(text)
         if text:
+            acc["text"].append(text)
             out += blocks.delta("text", {"type": "text_delta", "text": text})
         return out
+
+    def reply(reason: str | None, incomplete: bool) -> dict[str, Any]:
+        return {"content": "".join(acc["text"]), "reasoning_content": "".join(acc["thinking"]) or None,
+                "tool_calls": acc["tools"] or None, "finish_reason": reason, "incomplete": incomplete,
+                "usage": _usage(finished, n_prompt) if finished else None, "timings": finished.timings if finished else None}
 
     try:
         async for ev in gen.events():
@@ -158,12 +168,14 @@ async def _stream(gen: Generation, mid: str, model: str, n_prompt: int, plan: to
         if parser is not None:
             tail, calls = parser.finish()
             if tail:
+                acc["text"].append(tail)
                 for b in blocks.delta("text", {"type": "text_delta", "text": tail}):
                     yield b
         if plan is not None and not plan.parallel:
             calls = calls[:1]
         for call in calls:
             use = _tool_use(call)
+            acc["tools"].append({"id": use["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}})
             for b in blocks.switch("tool_use", {**use, "input": {}}):
                 yield b
             yield _event("content_block_delta", {"type": "content_block_delta", "index": blocks.index,
@@ -180,11 +192,15 @@ async def _stream(gen: Generation, mid: str, model: str, n_prompt: int, plan: to
             "delta": {"stop_reason": reason, "stop_sequence": None if calls else finished.stop_word},
             "usage": {"output_tokens": finished.usage["completion_tokens"]},
         })
+        saved = True
+        await save(reply(reason, False))  # committed before the last event reaches the client
         yield _event("message_stop", {"type": "message_stop"})
     except ChimeraError as e:
         yield _event("error", e.to_anthropic())
     finally:
         gen.cancel()
+        if not saved:
+            await save(reply(None, True))
 
 
 @blueprint.post("/v1/messages")
@@ -195,6 +211,9 @@ async def messages() -> Response:
     wants_thinking = bool(req.thinking and req.thinking.get("type") == "enabled") and s.settings.reasoning_budget != 0
     media: list[tuple[str, Any, str]] = []
     prompt, plan, text = _prepare(engine, req, wants_thinking, media)
+    chat_id = await chat_id_for_request(s)
+    history = normalize_messages(to_chat_messages(req.system, req.messages, [] if engine.stepper.mtmd is not None else None),
+                                 [] if engine.stepper.mtmd is not None else None)
     gen_req = parse_model(GenerationFields, req.generation_fields())
     apply_json_schema(gen_req)
     if plan is not None and (grammar := tooluse.forced_grammar(plan)) is not None:
@@ -205,8 +224,13 @@ async def messages() -> Response:
     gen = await start_generation(engine, gen_req, text, media, s.settings, render_special=plan is not None or thinking is not None)
     prompt = gen.prompts[0]
     mid = "msg_" + new_id("x")[2:]
+    headers = {HEADER: chat_id} if chat_id else {}
+
+    async def save(reply: dict[str, Any]) -> None:
+        await persist(s, chat_id, history, reply)
+
     if req.stream:
-        return sse_response(_stream(gen, mid, s.model_id, len(prompt), plan, thinking))
+        return sse_response(_stream(gen, mid, s.model_id, len(prompt), plan, thinking, save), headers=headers)
     try:
         choices = await gen.collect()
     finally:
@@ -227,12 +251,17 @@ async def messages() -> Response:
     if out_text or not calls:
         content.append({"type": "text", "text": out_text})
     content += [_tool_use(call) for call in calls]
-    return json_response({
+    body = {
         "id": mid, "type": "message", "role": "assistant", "model": s.model_id, "content": content,
         "stop_reason": "tool_use" if calls else (stop_reason(f.reason, f.stop_word) if f else "end_turn"),
         "stop_sequence": None if calls or not f else f.stop_word,
         "usage": _usage(f, len(prompt)),
-    })
+    }
+    await save({"content": out_text, "reasoning_content": thought or None, "finish_reason": body["stop_reason"],
+                "tool_calls": [{"id": b["id"], "type": "function", "function": {"name": b["name"], "arguments": json.dumps(b["input"])}}
+                               for b in content if b["type"] == "tool_use"] or None,
+                "usage": body["usage"], "timings": f.timings if f else None})
+    return json_response(body, headers=headers)
 
 
 @blueprint.post("/v1/messages/count_tokens")

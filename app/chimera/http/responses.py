@@ -21,6 +21,7 @@ from ..llm.serving import Generation
 from ..llm.toolcalls import Call, StreamParser
 from ..protocol.responses import ResponsesRequest, input_messages
 from .chat import apply_response_format, reasoning_mode, render_prompt, tokenize_prompt
+from .chats import HEADER, chat_id_for_request, persist
 from .common import json_object, json_response, parse_model, services, sse_response
 
 blueprint = Blueprint("responses", __name__)
@@ -56,6 +57,8 @@ class Turn:
             _, history = s.responses.get(req.previous_response_id)
         self.conversation = history + input_messages(req.input)
         messages = ([{"role": "system", "content": req.instructions}] if req.instructions else []) + self.conversation
+        self.messages = messages
+        self.chat_id: str | None = None
         self.chat = req.chat_request(messages)
         apply_response_format(self.chat)
         text, self.plan = render_prompt(self.engine, self.chat, s.settings)
@@ -100,6 +103,17 @@ class Turn:
             items.append(_message_item(text, _rid("msg")))
         return items + [_call_item(c) for c in calls], text, calls
 
+    async def save(self, body: dict[str, Any] | None, text: str, items: list[dict[str, Any]], incomplete: bool = False) -> None:
+        """--persist-chats: the exchange as the client received it."""
+        calls = [{"id": it["call_id"], "type": "function", "function": {"name": it["name"], "arguments": it["arguments"]}}
+                 for it in items if it["type"] == "function_call"]
+        thought = "".join(c["text"] for it in items if it["type"] == "reasoning" for c in it["content"])
+        await persist(self.s, self.chat_id, self.messages, {
+            "content": text, "reasoning_content": thought or None, "tool_calls": calls or None,
+            "finish_reason": body["status"] if body else None, "usage": body["usage"] if body else None,
+            "incomplete": incomplete,
+        })
+
     def remember(self, body: dict[str, Any], text: str, items: list[dict[str, Any]]) -> None:
         if not self.req.store:
             return
@@ -125,6 +139,7 @@ async def _stream(turn: Turn) -> AsyncIterator[bytes]:
     splitter = turn.thinking() if turn.thinking is not None else None
     parser = StreamParser(turn.plan.family) if turn.plan else None
     msg_id, streamed, raw = _rid("msg"), None, []
+    saved = False
     finished: Finished | None = None
     try:
         async for ev in turn.gen.events():
@@ -167,20 +182,28 @@ async def _stream(turn: Turn) -> AsyncIterator[bytes]:
             yield event("response.output_item.done", output_index=index, item=item)
         body = turn.body("completed", output, finished)
         turn.remember(body, text, output)
+        saved = True
+        await turn.save(body, text, output)  # committed before the last event reaches the client
         yield event("response.completed", response=body)
     except ChimeraError as e:
         yield event("error", code=e.code, message=e.message, param=e.param)
     finally:
         turn.gen.cancel()
+        if not saved:
+            await turn.save(None, streamed or "", [], incomplete=True)
 
 
 @blueprint.post("/v1/responses")
 @blueprint.post("/responses")
 async def create() -> Response:
     req = parse_model(ResponsesRequest, await json_object())
+    s = services()
+    chat_id = await chat_id_for_request(s)
     turn = Turn(req)
+    turn.chat_id = chat_id
+    headers = {HEADER: chat_id} if chat_id else {}
     if req.stream:
-        return sse_response(_stream(turn))
+        return sse_response(_stream(turn), headers=headers)
     try:
         choices = await turn.gen.collect()
     finally:
@@ -189,7 +212,8 @@ async def create() -> Response:
     items, text, _ = turn.output_items("".join(c.text))
     body = turn.body("completed", items, c.finished)
     turn.remember(body, text, items)
-    return json_response(body)
+    await turn.save(body, text, items)
+    return json_response(body, headers=headers)
 
 
 @blueprint.get("/v1/responses/<rid>")
