@@ -32,6 +32,7 @@ test-unit: setup
 
 bench: setup models
 	$(BIN)/python tests/bench/run.py --write docs/benchmarks.md $(BENCH_ARGS)
+	$(BIN)/python tests/bench/persist.py
 
 binary: setup
 	$(BIN)/python -m pip install -q 'pyinstaller>=6.10'
