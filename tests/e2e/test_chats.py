@@ -208,3 +208,19 @@ def test_anthropic_and_responses_traffic_saved(start_server: type[Server], smoll
     rraw = client.responses.with_raw_response.create(model="m", input="Hello responses", max_output_tokens=8)
     resp = rraw.parse()
     assert saved(s.base, rraw.headers[HEADER])["messages"][-1]["content"] == resp.output_text
+
+
+def test_list_pagination_with_cursor(start_server: type[Server], smollm: Path, tmp_path: Path) -> None:
+    s = start_server("-m", str(smollm), "--persist-chats", "--chat-db", str(tmp_path / "pg.db")).wait_ready()
+    ids = [chat(s.base, [{"role": "user", "content": f"page test {i}"}], max_tokens=2)[0] for i in range(5)]
+    seen, after = [], None
+    while True:
+        params = {"limit": 2} | ({"after": after} if after else {})
+        page = httpx.get(s.base + "/v1/chimera/chats", params=params).json()
+        seen += [c["id"] for c in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["next_cursor"]
+    assert seen == ids[::-1], "newest first, every chat once"
+    assert httpx.get(s.base + "/v1/chimera/chats", params={"limit": 0}).status_code == 400
+    assert httpx.get(s.base + "/v1/chimera/chats", params={"after": "garbage"}).status_code == 400
