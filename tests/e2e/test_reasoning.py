@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-import openai
 import pytest
 
 from conftest import Server, module_server

@@ -9,7 +9,7 @@ from typing import Iterator
 import openai
 import pytest
 
-from conftest import Server, module_server
+from conftest import module_server
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import openai
 import pytest
 
-from conftest import Server, module_server
+from conftest import module_server
 
 TOOLS: list[Any] = [
     {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chimera.cli import build_parser, parse_settings
+from chimera.cli import build_parser
 from chimera.config import resolve
 from chimera.errors import ConfigError
 

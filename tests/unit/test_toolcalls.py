@@ -186,8 +186,6 @@ def test_token_by_token_stream() -> None:
 
 
 def test_forced_grammar_parses() -> None:
-    from chimera.llm.sampling import build_chain  # noqa: F401  (the grammar is checked natively in e2e)
-
     plan = tooluse.plan(TOOLS, {"type": "function", "function": {"name": "get_time"}}, False, "no tools here")
     assert plan is not None and plan.mode == "named"
     grammar = tooluse.forced_grammar(plan)
