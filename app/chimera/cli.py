@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     chats.add_argument("--limit", type=int, default=20)
     chats.add_argument("-q", "--query", default=None)
     sub.add_parser("_probe", help=argparse.SUPPRESS)
+    worker = sub.add_parser("_audio-worker", help=argparse.SUPPRESS)
+    worker.add_argument("model")
+    worker.add_argument("threads", type=int)
     return parser
 
 
@@ -97,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .store.cli import run_db_command
 
             return run_db_command(ns)
+        if ns.command == "_audio-worker":
+            from .audio.worker import main as worker_main
+
+            return worker_main(ns.model, ns.threads)
         if ns.command == "_probe":
             from .info import probe_main
 

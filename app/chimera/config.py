@@ -54,6 +54,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("embeddings", ("--embeddings",), "enable /v1/embeddings on the main model", kind="flag"),
     Option("rerank_model", ("--rerank-model",), "a cross-encoder GGUF loaded beside the main model for /v1/rerank", metavar="PATH"),
     Option("reranking", ("--reranking",), "the main model is a reranker: serve /v1/rerank from it", kind="flag"),
+    Option("whisper_model", ("--whisper-model",), "whisper.cpp ggml model for /v1/audio/* (run in worker processes)", metavar="PATH"),
+    Option("whisper_workers", ("--whisper-workers",), "audio worker processes, one whisper context each (default 1)"),
+    Option("whisper_threads", ("--whisper-threads",), "threads per audio worker (default 2)"),
+    Option("max_audio_seconds", ("--max-audio-seconds",), "longest audio accepted, in seconds (default 3600)"),
     Option("persist_chats", ("--persist-chats",), "save every chat exchange to the chat database", kind="flag"),
     Option("chat_db", ("--chat-db",), "chat database file (default: chats.db in the user data dir)", metavar="PATH"),
     Option("mmproj", ("--mmproj",), "multimodal projector GGUF: images (and audio) in chat messages", metavar="PATH"),
@@ -97,6 +101,10 @@ class Settings(BaseModel):
     max_body_size: int = Field(100 * 1024 * 1024, ge=1024)
     shutdown_timeout: float = Field(10.0, ge=0)
     embeddings: bool = False
+    whisper_model: Path | None = None
+    whisper_workers: int = Field(1, ge=1, le=64)
+    whisper_threads: int = Field(2, ge=1, le=256)
+    max_audio_seconds: float = Field(3600.0, gt=0)
     persist_chats: bool = False
     chat_db: Path | None = None
     mmproj: Path | None = None

@@ -56,6 +56,8 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
 
 
 def resolve_model(settings: Settings) -> Path:
+    if settings.whisper_model is not None and not settings.whisper_model.is_file():
+        raise ConfigError(f"--whisper-model: no such file: {settings.whisper_model}")
     if settings.rerank_model is not None and not settings.rerank_model.is_file():
         raise ConfigError(f"--rerank-model: no such file: {settings.rerank_model}")
     if settings.model is not None:
@@ -100,6 +102,17 @@ async def _load_engine(services: Services, model_path: Path) -> None:
             nursery.start_soon(services.reranker.run)
 
 
+async def _run_audio(services: Services) -> None:
+    from .audio.pool import AudioPool
+
+    s = services.settings
+    assert s.whisper_model is not None
+    pool = AudioPool(str(s.whisper_model), s.whisper_workers, s.whisper_threads, s.max_audio_seconds)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        services.audio = pool
+
+
 async def _probe(services: Services) -> None:
     from .info import probe_engines
 
@@ -125,6 +138,8 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
         nursery.start_soon(watch_signals, services.lifecycle)
         nursery.start_soon(_probe, services)
         nursery.start_soon(_load_engine, services, model_path)
+        if settings.whisper_model is not None:
+            nursery.start_soon(_run_audio, services)
         # hypercorn returns once the trigger fired and in-flight requests drained (up to
         # --shutdown-timeout); the engine keeps stepping until then, and is cancelled after.
         async with trio.open_nursery() as http:

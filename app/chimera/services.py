@@ -39,7 +39,8 @@ class Services:
     responses: ResponseStore = field(default_factory=ResponseStore)
     engine: Engine | None = None
     reranker: Engine | None = None
-    chats: ChatStore | None = None  # --persist-chats  # --rerank-model, or the main engine with --reranking
+    chats: ChatStore | None = None  # --persist-chats
+    audio: Any = None  # the AudioPool, once its workers are up (--whisper-model)  # --rerank-model, or the main engine with --reranking
     engine_versions: dict[str, Any] | None = None  # from the probe process, filled at start-up
     model_path: str | None = None
     model_id: str = "model"

@@ -136,6 +136,7 @@ def create_app(services: Services) -> QuartTrio:
         return error_response(ChimeraError(f"internal server error ({type(e).__name__}); see the server log"))
 
     from .anthropic import blueprint as anthropic_bp
+    from .audio import blueprint as audio_bp
     from .chat import blueprint as chat_bp
     from .chats import blueprint as chats_bp
     from .infill import blueprint as infill_bp
@@ -152,6 +153,7 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(infill_bp)
     app.register_blueprint(rerank_bp)
     app.register_blueprint(chats_bp)
+    app.register_blueprint(audio_bp)
 
     if services.settings.cors_origins:
         origins = "*" if "*" in services.settings.cors_origins else list(services.settings.cors_origins)
