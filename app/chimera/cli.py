@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     chats.add_argument("--format", choices=["json", "markdown"], default="json")
     chats.add_argument("--limit", type=int, default=20)
     chats.add_argument("-q", "--query", default=None)
+    whisper = sub.add_parser("whisper", help="transcribe an audio file with the same workers the server uses")
+    whisper.add_argument("file")
+    whisper.add_argument("--model", default=None, metavar="PATH", help="whisper.cpp ggml model (default: the prepared tiny.en)")
+    whisper.add_argument("--language", default=None)
+    whisper.add_argument("--translate", action="store_true")
+    whisper.add_argument("--output-format", default="text", choices=["json", "text", "verbose_json", "srt", "vtt"])
+    whisper.add_argument("--threads", type=int, default=2)
     sub.add_parser("_probe", help=argparse.SUPPRESS)
     worker = sub.add_parser("_audio-worker", help=argparse.SUPPRESS)
     worker.add_argument("model")
@@ -100,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .store.cli import run_db_command
 
             return run_db_command(ns)
+        if ns.command == "whisper":
+            from .audio.cli import whisper_main
+
+            return whisper_main(ns)
         if ns.command == "_audio-worker":
             from .audio.worker import main as worker_main
 

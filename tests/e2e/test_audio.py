@@ -93,3 +93,18 @@ def test_audio_off_is_501(start_server: type[Server], smollm: Path) -> None:
     s = start_server("-m", str(smollm)).wait_ready()
     r = httpx.post(s.base + "/v1/audio/transcriptions", files={"file": ("a.wav", b"x")})
     assert r.status_code == 501 and "--whisper-model" in r.json()["error"]["message"]
+
+
+def test_whisper_cli_shares_the_implementation(whisper_model: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "chimera", "whisper", str(whisper_model.parent / "jfk.mp3"),
+                        "--model", str(whisper_model), "--output-format", "vtt"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1000:]
+    assert r.stdout.startswith("WEBVTT") and "fellow Americans" in r.stdout
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    r = subprocess.run([sys.executable, "-m", "chimera", "whisper", str(bad), "--model", str(whisper_model)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "could not be decoded" in r.stderr

@@ -6,12 +6,12 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
+from ..audio.formats import FORMATS, render
 from ..audio.pool import AudioPool
 from ..errors import BadRequest, Loading, NotEnabled
 from .common import json_response, services
 
 blueprint = Blueprint("audio", __name__)
-FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 
 
 def _pool() -> AudioPool:
@@ -35,29 +35,9 @@ async def _upload() -> tuple[bytes, dict[str, str]]:
     return f.read(), {k: form.get(k) for k in form}
 
 
-def _stamp(seconds: float, sep: str) -> str:
-    ms = int(round(seconds * 1000))
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
-
-
 def _render(result: dict[str, Any], fmt: str, task: str) -> Response:
-    segs = result["segments"]
-    text = " ".join(s["text"].strip() for s in segs).strip()
-    if fmt == "json":
-        return json_response({"text": text})
-    if fmt == "text":
-        return Response(text + "\n", content_type="text/plain; charset=utf-8")
-    if fmt == "verbose_json":
-        return json_response({"task": task, "language": result["language"], "duration": result["duration"], "text": text,
-                              "segments": [s | {"text": s["text"].strip()} for s in segs]})
-    if fmt == "srt":
-        blocks = [f"{i + 1}\n{_stamp(s['start'], ',')} --> {_stamp(s['end'], ',')}\n{s['text'].strip()}\n" for i, s in enumerate(segs)]
-        return Response("\n".join(blocks), content_type="text/plain; charset=utf-8")
-    cues = [f"{_stamp(s['start'], '.')} --> {_stamp(s['end'], '.')}\n{s['text'].strip()}\n" for s in segs]
-    return Response("WEBVTT\n\n" + "\n".join(cues), content_type="text/vtt; charset=utf-8")
+    body, ctype = render(result, fmt, task)
+    return Response(body, content_type=ctype)
 
 
 async def _run(task: str) -> Response:
