@@ -213,7 +213,7 @@ async def messages() -> Response:
     prompt, plan, text = _prepare(engine, req, wants_thinking, media)
     chat_id = await chat_id_for_request(s)
     history = normalize_messages(to_chat_messages(req.system, req.messages, [] if engine.stepper.mtmd is not None else None),
-                                 [] if engine.stepper.mtmd is not None else None)
+                                 [] if engine.stepper.mtmd is not None else None) if chat_id else []
     gen_req = parse_model(GenerationFields, req.generation_fields())
     apply_json_schema(gen_req)
     if plan is not None and (grammar := tooluse.forced_grammar(plan)) is not None:
@@ -231,10 +231,7 @@ async def messages() -> Response:
 
     if req.stream:
         return sse_response(_stream(gen, mid, s.model_id, len(prompt), plan, thinking, save), headers=headers)
-    try:
-        choices = await gen.collect()
-    finally:
-        gen.cancel()
+    choices = await gen.collect()
     c = choices[0]
     f = c.finished
     out_text = "".join(c.text)

@@ -222,7 +222,8 @@ async def chat_completions() -> Response:
     apply_response_format(req)
     chat_id = await chat_id_for_request(s)
     headers = {HEADER: chat_id} if chat_id else {}
-    history = normalize_messages(req.messages, [] if engine.stepper.mtmd is not None else None)
+    # the messages as saved (only when saving: render_prompt normalizes them again for the template)
+    history = normalize_messages(req.messages, [] if engine.stepper.mtmd is not None else None) if chat_id else []
     media: list[tuple[str, Any, str]] = []
     text, plan = render_prompt(engine, req, s.settings, media)
     thinking = reasoning_mode(engine, req.reasoning_format or s.settings.reasoning_format, text, plan is not None)
@@ -234,10 +235,7 @@ async def chat_completions() -> Response:
             await persist(s, chat_id, history, reply)
 
         return sse_response(_stream(gen, base, engine, req, plan, thinking, save), headers=headers)
-    try:
-        choices = await gen.collect()
-    finally:
-        gen.cancel()
+    choices = await gen.collect()
     finished = [c.finished for c in choices if c.finished]
     out = []
     for c in choices:

@@ -82,10 +82,7 @@ async def infill() -> Response:
     gen = Generation(engine, [tokens], req, 0, "input_prefix")
     if req.stream:
         return sse_response(_stream(gen))
-    try:
-        choices = await gen.collect()
-    finally:
-        gen.cancel()
+    choices = await gen.collect()
     c = choices[0]
     f = c.finished
     return json_response({

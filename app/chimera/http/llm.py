@@ -106,10 +106,7 @@ async def completions() -> Response:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return sse_response(_stream(gen, base, chunk, include_usage))
 
-    try:
-        choices = await gen.collect()
-    finally:
-        gen.cancel()
+    choices = await gen.collect()
     finished = [c.finished for c in choices if c.finished]
     body = {
         "id": cid, "object": "text_completion", "created": created, "model": s.model_id,

@@ -204,10 +204,7 @@ async def create() -> Response:
     headers = {HEADER: chat_id} if chat_id else {}
     if req.stream:
         return sse_response(_stream(turn), headers=headers)
-    try:
-        choices = await turn.gen.collect()
-    finally:
-        turn.gen.cancel()
+    choices = await turn.gen.collect()
     c = choices[0]
     items, text, _ = turn.output_items("".join(c.text))
     body = turn.body("completed", items, c.finished)

@@ -78,15 +78,19 @@ class Generation:
             yield ev
 
     async def collect(self) -> list[Choice]:
+        """Every choice, whole; the generation is released when this returns or raises."""
         choices = {s.index: Choice(s.index) for s in self.seqs}
-        async for ev in self.events():
-            c = choices[ev.index]
-            if isinstance(ev, Delta):
-                c.text.append(ev.text)
-                if ev.logprobs:
-                    c.logprobs.extend(ev.logprobs)
-            else:
-                c.finished = ev
+        try:
+            async for ev in self.events():
+                c = choices[ev.index]
+                if isinstance(ev, Delta):
+                    c.text.append(ev.text)
+                    if ev.logprobs:
+                        c.logprobs.extend(ev.logprobs)
+                else:
+                    c.finished = ev
+        finally:
+            self.cancel()
         return [choices[i] for i in sorted(choices)]
 
     def usage(self, finished: list[Finished]) -> dict[str, Any]:
