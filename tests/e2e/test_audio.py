@@ -107,4 +107,4 @@ def test_whisper_cli_shares_the_implementation(whisper_model: Path, tmp_path: Pa
     bad.write_bytes(b"not audio")
     r = subprocess.run([sys.executable, "-m", "chimera", "whisper", str(bad), "--model", str(whisper_model)],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "could not be decoded" in r.stderr
+    assert r.returncode == 1 and "unrecognised audio format" in r.stderr

@@ -16,8 +16,9 @@ def _stamp(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def render(result: dict[str, Any], fmt: str, task: str) -> tuple[str, str]:
-    """(body, content type) of a worker's result in `fmt`."""
+def render(result: dict[str, Any], fmt: str, task: str, granularities: tuple[str, ...] = ()) -> tuple[str, str]:
+    """(body, content type) of a worker's result in `fmt`; `granularities` pick what
+    `verbose_json` holds (`segment`, the default, and/or `word`)."""
     segs = result["segments"]
     text = " ".join(s["text"].strip() for s in segs).strip()
     if fmt == "json":
@@ -25,8 +26,12 @@ def render(result: dict[str, Any], fmt: str, task: str) -> tuple[str, str]:
     if fmt == "text":
         return text + "\n", "text/plain; charset=utf-8"
     if fmt == "verbose_json":
-        return json.dumps({"task": task, "language": result["language"], "duration": result["duration"], "text": text,
-                           "segments": [s | {"text": s["text"].strip()} for s in segs]}, ensure_ascii=False), "application/json"
+        body: dict[str, Any] = {"task": task, "language": result["language"], "duration": result["duration"], "text": text}
+        if "word" in granularities:
+            body["words"] = [w for s in segs for w in s.get("words", [])]
+        if "segment" in granularities or not granularities:
+            body["segments"] = [{k: v for k, v in s.items() if k != "words"} | {"text": s["text"].strip()} for s in segs]
+        return json.dumps(body, ensure_ascii=False), "application/json"
     if fmt == "srt":
         blocks = [f"{i + 1}\n{_stamp(s['start'], ',')} --> {_stamp(s['end'], ',')}\n{s['text'].strip()}\n" for i, s in enumerate(segs)]
         return "\n".join(blocks), "text/plain; charset=utf-8"

@@ -1,82 +1,89 @@
 """The audio worker process: one whisper.cpp context, requests over its stdin/stdout.
 
-Started as `chimera _audio-worker MODEL THREADS` (the same executable, frozen or not). Frames in
-both directions are a 4-byte little-endian length and a body: a request is a JSON frame followed by
-a frame with the audio file's bytes; a reply is one JSON frame. Native code that prints to stdout
-would corrupt the protocol, so the worker keeps the real stdout for frames and points fd 1 at
-stderr before loading whisper.cpp.
+Started as `chimera _audio-worker MODEL THREADS` (the same executable, frozen or not); the pipe
+protocol is in `workers/frames.py`. While it decodes, the worker sends one `event` frame per
+segment (the HTTP layer turns them into streaming deltas); the `result` frame holds all segments
+and, when asked, word-level timestamps from whisper's token timestamps.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import struct
-import sys
 import time
-from typing import Any, BinaryIO
+from typing import Any
+
+from ..workers.frames import Protocol, WorkerInputError, serve
 
 
-def read_frame(fh: BinaryIO) -> bytes | None:
-    head = fh.read(4)
-    if len(head) < 4:
-        return None
-    (n,) = struct.unpack("<I", head)
-    return fh.read(n)
+def _words(pw: Any, ctx: Any, segment: int) -> list[dict[str, Any]]:
+    """Merge a segment's text tokens into words (a token starting with a space starts a word)."""
+    eot = pw.whisper_token_eot(ctx)
+    words: list[dict[str, Any]] = []
+    for j in range(pw.whisper_full_n_tokens(ctx, segment)):
+        data = pw.whisper_full_get_token_data(ctx, segment, j)
+        if data.id >= eot:  # special and timestamp tokens
+            continue
+        piece = pw.whisper_full_get_token_text(ctx, segment, j)
+        start, end = data.t0 / 100, data.t1 / 100
+        if words and not piece.startswith(" "):
+            words[-1]["word"] += piece
+            words[-1]["end"] = max(words[-1]["end"], end)
+        else:
+            words.append({"word": piece, "start": start, "end": end})
+    return [w | {"word": w["word"].strip()} for w in words if w["word"].strip()]
 
 
-def write_frame(fh: BinaryIO, body: bytes) -> None:
-    fh.write(struct.pack("<I", len(body)) + body)
-    fh.flush()
-
-
-def _transcribe(model: Any, pw: Any, audio: Any, req: dict[str, Any], multilingual: bool) -> dict[str, Any]:
+def _transcribe(proto: Protocol, model: Any, pw: Any, audio: Any, req: dict[str, Any], multilingual: bool) -> dict[str, Any]:
     language = req.get("language") or ("auto" if multilingual else "en")
+    want_words = bool(req.get("words"))
     params: dict[str, Any] = {"language": language, "translate": bool(req.get("translate")),
-                              "print_progress": False, "print_realtime": False, "no_context": True}
+                              "print_progress": False, "print_realtime": False, "no_context": True,
+                              "token_timestamps": want_words}
     if req.get("prompt"):
         params["initial_prompt"] = req["prompt"]
     if req.get("temperature") is not None:
         params["temperature"] = float(req["temperature"])
+
+    def on_segment(seg: Any) -> None:
+        proto.event(start=seg.t0 / 100, end=seg.t1 / 100, text=seg.text)
+
     t0 = time.perf_counter()
-    segments = model.transcribe(audio, **params)
-    lang_id = pw.whisper_full_lang_id(model._ctx) if hasattr(pw, "whisper_full_lang_id") else -1
-    detected = pw.whisper_lang_str(lang_id) if lang_id >= 0 and hasattr(pw, "whisper_lang_str") else language
+    segments = model.transcribe(audio, new_segment_callback=on_segment if req.get("stream") else None, **params)
+    ctx = model._ctx
+    lang_id = pw.whisper_full_lang_id(ctx)
+    detected = pw.whisper_lang_str(lang_id) if lang_id >= 0 else language
+    out_segments = []
+    for i, s in enumerate(segments):
+        seg: dict[str, Any] = {"id": i, "start": s.t0 / 100, "end": s.t1 / 100, "text": s.text}
+        if want_words:
+            seg["words"] = _words(pw, ctx, i)
+        out_segments.append(seg)
     return {
         "language": detected if language == "auto" else language,
         "duration": round(len(audio) / 16000, 3),
-        "segments": [{"id": i, "start": s.t0 / 100, "end": s.t1 / 100, "text": s.text} for i, s in enumerate(segments)],
+        "segments": out_segments,
         "elapsed": round(time.perf_counter() - t0, 3),
     }
 
 
-def _detect(model: Any, audio: Any) -> dict[str, Any]:
-    (lang, _prob), _all = model.auto_detect_language(audio)
-    return {"language": lang, "duration": round(len(audio) / 16000, 3)}
-
-
 def main(model_path: str, threads: int) -> int:
-    proto_out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # anything native code prints goes to stderr, not into the protocol
-    sys.stdout = sys.stderr
-    proto_in = sys.stdin.buffer
+    proto = Protocol()
     import _pywhispercpp as pw
     from pywhispercpp.model import Model
 
-    from .decode import AudioError, decode
+    from .decode import decode
 
     model = Model(model_path, n_threads=threads, print_progress=False, print_realtime=False, redirect_whispercpp_logs_to=False)
-    multilingual = bool(pw.whisper_is_multilingual(model._ctx)) if hasattr(pw, "whisper_is_multilingual") else True
-    write_frame(proto_out, json.dumps({"ready": True, "multilingual": multilingual}).encode())
-    while True:
-        head = read_frame(proto_in)
-        if head is None:
-            return 0
-        data = read_frame(proto_in) or b""
-        req = json.loads(head)
-        try:
-            audio = decode(data, float(req.get("max_seconds", 3600)))
-            reply = _detect(model, audio) if req.get("task") == "detect" else _transcribe(model, pw, audio, req, multilingual)
-        except AudioError as e:
-            reply = {"error": str(e), "status": 413 if "longer than" in str(e) else 400}
-        write_frame(proto_out, json.dumps(reply).encode())
+    if getattr(model, "_ctx", None) is None:
+        raise SystemExit(f"error: whisper.cpp could not load {model_path}")
+    multilingual = bool(pw.whisper_is_multilingual(model._ctx))
+
+    def handle(proto: Protocol, req: dict[str, Any], data: bytes) -> dict[str, Any]:
+        audio = decode(data, float(req.get("max_seconds", 3600)))
+        if req.get("task") == "detect":
+            (lang, _prob), _all = model.auto_detect_language(audio)
+            return {"language": lang, "duration": round(len(audio) / 16000, 3)}
+        if len(audio) < 1600:
+            raise WorkerInputError("the audio is shorter than 0.1 s", param="file")
+        return _transcribe(proto, model, pw, audio, req, multilingual)
+
+    return serve(handle, {"multilingual": multilingual}, proto)

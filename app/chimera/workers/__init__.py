@@ -1,0 +1,1 @@
+"""Supervised worker processes: the mechanism shared by speech-to-text and image generation."""
