@@ -60,6 +60,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_audio_seconds", ("--max-audio-seconds",), "longest audio accepted, in seconds (default 3600)"),
     Option("persist_chats", ("--persist-chats",), "save every chat exchange to the chat database", kind="flag"),
     Option("chat_db", ("--chat-db",), "chat database file (default: chats.db in the user data dir)", metavar="PATH"),
+    Option("rag_model", ("--rag-model",), "embedding GGUF for vector stores (default: the main model, with --embeddings)", metavar="PATH"),
+    Option("rag_db", ("--rag-db",), "vector-store database file (default: rag.db beside the chat database)", metavar="PATH"),
+    Option("rag_chunk_tokens", ("--rag-chunk-tokens",), "largest chunk, in embedding-model tokens (default 256)"),
+    Option("rag_chunk_overlap", ("--rag-chunk-overlap",), "tokens a chunk repeats from the one before it (default 32)"),
     Option("mmproj", ("--mmproj",), "multimodal projector GGUF: images (and audio) in chat messages", metavar="PATH"),
     Option("allow_remote_media", ("--allow-remote-media",), "fetch http(s) image URLs in messages (default: data: URLs only)", kind="flag"),
     Option("lora", ("--lora",), "LoRA adapter GGUF, scale 1; repeat for several", kind="list", metavar="PATH"),
@@ -107,6 +111,10 @@ class Settings(BaseModel):
     max_audio_seconds: float = Field(3600.0, gt=0)
     persist_chats: bool = False
     chat_db: Path | None = None
+    rag_model: Path | None = None
+    rag_db: Path | None = None
+    rag_chunk_tokens: int = Field(256, ge=16, le=8192)
+    rag_chunk_overlap: int = Field(32, ge=0, le=4096)
     mmproj: Path | None = None
     allow_remote_media: bool = False
     lora: tuple[str, ...] = ()
@@ -180,6 +188,9 @@ class Settings(BaseModel):
         import platformdirs
 
         return Path(platformdirs.user_data_dir("chimera")) / "chats.db"
+
+    def rag_db_path(self) -> Path:
+        return self.rag_db if self.rag_db is not None else self.chat_db_path().parent / "rag.db"
 
     def lora_adapters(self) -> list[tuple[Path, float]]:
         """(path, initial scale) of every adapter, in flag order: --lora first, then --lora-scaled."""

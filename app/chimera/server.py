@@ -19,6 +19,7 @@ import signal
 import sys
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -29,6 +30,9 @@ from .errors import ConfigError, Unavailable
 from .http.app import create_app
 from .logs import setup_logging
 from .services import Lifecycle, Services
+
+if TYPE_CHECKING:
+    from .llm.engine import Engine
 
 log = logging.getLogger("chimera")
 
@@ -60,6 +64,8 @@ def resolve_model(settings: Settings) -> Path:
         raise ConfigError(f"--whisper-model: no such file: {settings.whisper_model}")
     if settings.rerank_model is not None and not settings.rerank_model.is_file():
         raise ConfigError(f"--rerank-model: no such file: {settings.rerank_model}")
+    if settings.rag_model is not None and not settings.rag_model.is_file():
+        raise ConfigError(f"--rag-model: no such file: {settings.rag_model}")
     if settings.model is not None:
         if not settings.model.is_file():
             raise ConfigError(f"--model: no such file: {settings.model}")
@@ -89,6 +95,7 @@ async def _load_engine(services: Services, model_path: Path) -> None:
             services.reranker = await Engine.load(rank_settings, settings.rerank_model, services.metrics, pooling=RANK_POOLING)
         if services.reranker is not None and not services.reranker.ranking:
             raise RuntimeError("the rerank model has no rank pooling (it is not a cross-encoder reranker)")
+        embedder = await _load_embedder(services, engine)
     except Exception as e:  # a model that does not load: report it on /health, keep serving
         log.error("model failed to load: %s", e)
         services.lifecycle.load_error = str(e)
@@ -100,6 +107,31 @@ async def _load_engine(services: Services, model_path: Path) -> None:
         nursery.start_soon(engine.run)
         if services.reranker is not None and services.reranker is not engine:
             nursery.start_soon(services.reranker.run)
+        if embedder is not None and embedder is not engine:
+            nursery.start_soon(embedder.run)
+
+
+async def _load_embedder(services: Services, engine: Engine) -> Engine | None:
+    """The vector stores' embedder: --rag-model, or the main model when it makes embeddings."""
+    from .llm.engine import Engine
+    from .rag.service import RagService
+
+    s = services.settings
+    if s.rag_model is not None:
+        rag_settings = s.model_copy(update={"embeddings": True, "ctx_size": 0, "parallel": 8, "lora": (), "lora_scaled": ()})
+        embedder, name = await Engine.load(rag_settings, s.rag_model, services.metrics), s.rag_model.name.removesuffix(".gguf")
+    elif s.embeddings and not engine.ranking:
+        embedder, name = engine, services.model_id
+    else:
+        return None
+    rag = RagService(s.rag_db_path(), embedder, name, s.rag_chunk_tokens, s.rag_chunk_overlap, services.reranker)
+    try:
+        await rag.open()
+    except Exception as e:
+        raise RuntimeError(f"--rag-db: cannot open {s.rag_db_path()}: {e}") from e
+    services.rag = rag
+    log.info("vector stores in %s, embedded with %s", s.rag_db_path(), name)
+    return embedder
 
 
 async def _run_audio(services: Services) -> None:

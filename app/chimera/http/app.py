@@ -144,6 +144,7 @@ def create_app(services: Services) -> QuartTrio:
     from .llm import blueprint as llm_bp
     from .meta import blueprint as meta_bp
     from .responses import blueprint as responses_bp
+    from .vector_stores import blueprint as vector_stores_bp
 
     app.register_blueprint(meta_bp)
     app.register_blueprint(chat_bp)
@@ -154,6 +155,7 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(rerank_bp)
     app.register_blueprint(chats_bp)
     app.register_blueprint(audio_bp)
+    app.register_blueprint(vector_stores_bp)
 
     if services.settings.cors_origins:
         origins = "*" if "*" in services.settings.cors_origins else list(services.settings.cors_origins)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response
 
 from ..errors import BadRequest, NotEnabled
-from ..llm.engine import Engine
+from ..llm.ranking import rank_pair
 from .common import json_object, json_response, parse_model, services
 
 blueprint = Blueprint("rerank", __name__)
@@ -29,23 +29,6 @@ class RerankRequest(BaseModel):
     return_documents: bool | None = None
     return_text: bool | None = None  # TEI
     raw_scores: bool = False  # TEI
-
-
-def _pair(engine: Engine, query: str, doc: str) -> list[int]:
-    m, ll = engine.model, engine.ll
-    v = m.vocab
-    toks: list[int] = []
-    if ll.llama_vocab_get_add_bos(v):
-        toks.append(int(ll.llama_vocab_bos(v)))
-    toks += m.tokenize(query, add_special=False, parse_special=False)
-    if ll.llama_vocab_get_add_eos(v):
-        toks.append(int(ll.llama_vocab_eos(v)))
-    if ll.llama_vocab_get_add_sep(v):
-        toks.append(int(ll.llama_vocab_sep(v)))
-    toks += m.tokenize(doc, add_special=False, parse_special=False)
-    if ll.llama_vocab_get_add_eos(v):
-        toks.append(int(ll.llama_vocab_eos(v)))
-    return toks
 
 
 def _doc_text(d: Any, i: int, field: str) -> str:
@@ -74,7 +57,7 @@ async def rerank() -> Response:
     docs = [_doc_text(d, i, field) for i, d in enumerate(docs_raw)]
     pairs = []
     for i, d in enumerate(docs):
-        toks = _pair(engine, req.query, d)
+        toks = rank_pair(engine, req.query, d)
         if len(toks) > min(engine.n_ctx_slot, engine.n_batch):
             raise BadRequest(f"query + {field}[{i}] is {len(toks)} tokens; the reranker takes at most "
                              f"{min(engine.n_ctx_slot, engine.n_batch)}", param=field, code="context_length_exceeded")

@@ -22,6 +22,7 @@ from ..llm.toolcalls import Call, StreamParser
 from ..protocol.responses import ResponsesRequest, input_messages
 from .chat import apply_response_format, reasoning_mode, render_prompt, tokenize_prompt
 from .chats import HEADER, chat_id_for_request, persist
+from .file_search import FileSearch, run_file_search
 from .common import json_object, json_response, parse_model, services, sse_response
 
 blueprint = Blueprint("responses", __name__)
@@ -48,7 +49,7 @@ def _call_item(call: Call) -> dict[str, Any]:
 class Turn:
     """One /v1/responses request on its way through the engine."""
 
-    def __init__(self, req: ResponsesRequest) -> None:
+    def __init__(self, req: ResponsesRequest, fs: FileSearch | None = None) -> None:
         s = services()
         self.s, self.req = s, req
         self.engine = s.require_engine()
@@ -56,7 +57,9 @@ class Turn:
         if req.previous_response_id:
             _, history = s.responses.get(req.previous_response_id)
         self.conversation = history + input_messages(req.input)
-        messages = ([{"role": "system", "content": req.instructions}] if req.instructions else []) + self.conversation
+        self.fs = fs
+        system = "\n\n".join(x for x in (req.instructions, fs.context() if fs else None) if x)
+        messages = ([{"role": "system", "content": system}] if system else []) + self.conversation
         self.messages = messages
         self.chat_id: str | None = None
         self.chat = req.chat_request(messages)
@@ -98,9 +101,14 @@ class Turn:
         if self.plan is not None:
             parsed = self.plan.family.parse(text)
             text, calls = parsed.content, parsed.calls[: (None if self.plan.parallel else 1)]
-        items = [_reasoning_item(thought)] if thought else []
+        items = [self.fs.item()] if self.fs else []
+        if thought:
+            items.append(_reasoning_item(thought))
         if text or not calls:
-            items.append(_message_item(text, _rid("msg")))
+            message = _message_item(text, _rid("msg"))
+            if self.fs:
+                message["content"][0]["annotations"] = self.fs.annotations(text)
+            items.append(message)
         return items + [_call_item(c) for c in calls], text, calls
 
     async def save(self, body: dict[str, Any] | None, text: str, items: list[dict[str, Any]], incomplete: bool = False) -> None:
@@ -136,6 +144,14 @@ async def _stream(turn: Turn) -> AsyncIterator[bytes]:
 
     yield event("response.created", response=turn.body("in_progress", [], None))
     yield event("response.in_progress", response=turn.body("in_progress", [], None))
+    base = 0
+    if turn.fs is not None:
+        fs_id = turn.fs.id
+        yield event("response.output_item.added", output_index=0, item=turn.fs.item("in_progress"))
+        for phase in ("in_progress", "searching", "completed"):
+            yield event(f"response.file_search_call.{phase}", output_index=0, item_id=fs_id)
+        yield event("response.output_item.done", output_index=0, item=turn.fs.item())
+        base = 1
     splitter = turn.thinking() if turn.thinking is not None else None
     parser = StreamParser(turn.plan.family) if turn.plan else None
     msg_id, streamed, raw = _rid("msg"), None, []
@@ -153,23 +169,27 @@ async def _stream(turn: Turn) -> AsyncIterator[bytes]:
                 continue
             if streamed is None:  # the message item opens with its first text
                 streamed = ""
-                yield event("response.output_item.added", output_index=0, item=_message_item("", msg_id, "in_progress"))
-                yield event("response.content_part.added", item_id=msg_id, output_index=0, content_index=0,
+                yield event("response.output_item.added", output_index=base, item=_message_item("", msg_id, "in_progress"))
+                yield event("response.content_part.added", item_id=msg_id, output_index=base, content_index=0,
                             part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
             streamed += text
-            yield event("response.output_text.delta", item_id=msg_id, output_index=0, content_index=0, delta=text, logprobs=[])
+            yield event("response.output_text.delta", item_id=msg_id, output_index=base, content_index=0, delta=text, logprobs=[])
         items, text, _ = turn.output_items("".join(raw))
         message = next((it for it in items if it["type"] == "message"), None)
-        output: list[dict[str, Any]] = []
+        output: list[dict[str, Any]] = [it for it in items if it["type"] == "file_search_call"]
+        items = [it for it in items if it["type"] != "file_search_call"]
         if streamed is not None and message is not None:
             message["id"] = msg_id
             rest = text[len(streamed):] if text.startswith(streamed) else ""
             if rest:
-                yield event("response.output_text.delta", item_id=msg_id, output_index=0, content_index=0, delta=rest, logprobs=[])
+                yield event("response.output_text.delta", item_id=msg_id, output_index=base, content_index=0, delta=rest, logprobs=[])
             part = message["content"][0]
-            yield event("response.output_text.done", item_id=msg_id, output_index=0, content_index=0, text=part["text"], logprobs=[])
-            yield event("response.content_part.done", item_id=msg_id, output_index=0, content_index=0, part=part)
-            yield event("response.output_item.done", output_index=0, item=message)
+            for ai, ann in enumerate(part["annotations"]):
+                yield event("response.output_text.annotation.added", item_id=msg_id, output_index=base, content_index=0,
+                            annotation_index=ai, annotation=ann)
+            yield event("response.output_text.done", item_id=msg_id, output_index=base, content_index=0, text=part["text"], logprobs=[])
+            yield event("response.content_part.done", item_id=msg_id, output_index=base, content_index=0, part=part)
+            yield event("response.output_item.done", output_index=base, item=message)
             output.append(message)
             items = [it for it in items if it is not message]
         for item in items:
@@ -199,7 +219,11 @@ async def create() -> Response:
     req = parse_model(ResponsesRequest, await json_object())
     s = services()
     chat_id = await chat_id_for_request(s)
-    turn = Turn(req)
+    fs = None
+    if req.file_search_tools():
+        history = s.responses.get(req.previous_response_id)[1] if req.previous_response_id else []
+        fs = await run_file_search(req.file_search_tools(), history + input_messages(req.input), req.include)
+    turn = Turn(req, fs)
     turn.chat_id = chat_id
     headers = {HEADER: chat_id} if chat_id else {}
     if req.stream:

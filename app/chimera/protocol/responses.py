@@ -29,6 +29,10 @@ class ResponsesRequest(BaseModel):
     text: dict[str, Any] | None = None
     reasoning: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+    include: list[str] | None = None
+
+    def file_search_tools(self) -> list[dict[str, Any]]:
+        return [t for t in self.tools or [] if isinstance(t, dict) and t.get("type") == "file_search"]
 
     def chat_request(self, messages: list[dict[str, Any]]) -> ChatCompletionRequest:
         """The same request as a chat completion (function tools flattened to OpenAI's shape)."""
@@ -36,10 +40,14 @@ class ResponsesRequest(BaseModel):
         if self.tools:
             tools = []
             for i, t in enumerate(self.tools):
+                if isinstance(t, dict) and t.get("type") == "file_search":
+                    continue  # answered by retrieval before generation (http/file_search.py)
                 if not isinstance(t, dict) or t.get("type") != "function":
-                    raise BadRequest(f"tools[{i}]: only function tools are available here", param=f"tools.{i}.type")
+                    raise BadRequest(f"tools[{i}]: only function and file_search tools are available here",
+                                     param=f"tools.{i}.type")
                 tools.append({"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters") if k in t}})
-        choice = self.tool_choice
+        tools = tools or None
+        choice = self.tool_choice if tools else None
         if isinstance(choice, dict) and choice.get("type") == "function" and "name" in choice:
             choice = {"type": "function", "function": {"name": choice["name"]}}
         fmt = (self.text or {}).get("format")

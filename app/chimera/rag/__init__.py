@@ -1,0 +1,1 @@
+"""Vector stores for retrieval: text extraction, chunking, the sqlite-vec store, search."""
