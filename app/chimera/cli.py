@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     whisper.add_argument("--translate", action="store_true")
     whisper.add_argument("--output-format", default="text", choices=["json", "text", "verbose_json", "srt", "vtt"])
     whisper.add_argument("--threads", type=int, default=2)
+    from .rag.cli import add_parser as add_rag_parser
+
+    add_rag_parser(sub)
     sub.add_parser("_probe", help=argparse.SUPPRESS)
     worker = sub.add_parser("_audio-worker", help=argparse.SUPPRESS)
     worker.add_argument("model")
@@ -111,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .audio.cli import whisper_main
 
             return whisper_main(ns)
+        if ns.command == "rag":
+            from .rag.cli import rag_main
+
+            return rag_main(ns)
         if ns.command == "_audio-worker":
             from .audio.worker import main as worker_main
 

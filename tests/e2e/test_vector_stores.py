@@ -275,3 +275,27 @@ def test_vector_stores_off_is_501(start_server: type[Server], smollm: Path) -> N
     s = start_server("-m", str(smollm)).wait_ready()
     r = httpx.get(s.base + "/v1/vector_stores")
     assert r.status_code == 501 and "--rag-model" in r.json()["error"]["message"]
+
+
+def test_rag_cli_uses_the_same_database(server: Server, store: dict[str, Any], rag_db: Path, minilm: Path,
+                                        tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "chimera", "rag", *args, "--rag-db", str(rag_db),
+                               "--rag-model", str(minilm)], capture_output=True, text=True, timeout=120)
+
+    listed = cli("list")
+    assert listed.returncode == 0 and "library" in listed.stdout and store["id"] in listed.stdout
+    doc = tmp_path / "tides.md"
+    doc.write_text("# Tides\n\nThe moon's gravity pulls the oceans, which makes the sea rise and fall twice a day.")
+    r = cli("ingest", "cli-store", str(doc))
+    assert r.returncode == 0, r.stderr
+    r = cli("search", "cli-store", "why does the sea level go up and down?")
+    assert r.returncode == 0 and "tides.md" in r.stdout.splitlines()[0]
+    # the running server sees what the command line wrote
+    hits = search(server, "cli-store", "moon gravity oceans")
+    assert hits and hits[0]["filename"] == "tides.md"
+    r = cli("search", "no-such-store", "x")
+    assert r.returncode == 1 and "no vector store" in r.stderr
