@@ -108,3 +108,13 @@ def test_whisper_cli_shares_the_implementation(whisper_model: Path, tmp_path: Pa
     r = subprocess.run([sys.executable, "-m", "chimera", "whisper", str(bad), "--model", str(whisper_model)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "unrecognised audio format" in r.stderr
+
+
+def test_models_props_and_info_report_the_whisper_model(server: Server, whisper_model: Path) -> None:
+    models = server.client().models.list().data
+    stt = [m for m in models if m.id == whisper_model.stem]
+    assert stt and stt[0].model_extra["chimera"]["kind"] == "speech-to-text"  # type: ignore[index]
+    props = httpx.get(server.base + "/props").json()["chimera"]["speech_to_text"]
+    assert props["model"] == str(whisper_model) and props["ready"] and props["multilingual"] is False
+    info = httpx.get(server.base + "/v1/chimera/info").json()
+    assert info["speech_to_text"]["workers"] == 1 and info["speech_to_text"]["model"] == str(whisper_model)

@@ -299,3 +299,11 @@ def test_rag_cli_uses_the_same_database(server: Server, store: dict[str, Any], r
     assert hits and hits[0]["filename"] == "tides.md"
     r = cli("search", "no-such-store", "x")
     assert r.returncode == 1 and "no vector store" in r.stderr
+
+
+def test_models_and_info_report_the_embedder(server: Server, minilm: Path, rag_db: Path) -> None:
+    ids = {m["id"]: m for m in httpx.get(server.base + "/v1/models").json()["data"]}
+    assert ids[minilm.stem]["chimera"]["kind"] == "vector-store-embeddings"
+    info = httpx.get(server.base + "/v1/chimera/info").json()["vector_stores"]
+    assert info == {"db": str(rag_db), "embedding_model": minilm.stem, "dimension": 384, "chunk_tokens": 256,
+                    "chunk_overlap": 32}

@@ -9,6 +9,7 @@ from quart import Blueprint, Response
 
 from ..info import collect_info
 from ..llm import introspect
+from ..services import Services
 from .common import json_response, services
 
 blueprint = Blueprint("meta", __name__)
@@ -32,13 +33,43 @@ async def models() -> Response:
     data = []
     if s.engine is not None:
         data.append(introspect.model_card(s.engine, s.model_id, int(s.lifecycle.started_at)))
+    for kind, path in _side_models(s).items():
+        data.append({"id": path.rsplit("/", 1)[-1].removesuffix(".gguf").removesuffix(".bin"), "object": "model",
+                     "created": int(s.lifecycle.started_at), "owned_by": "chimera", "chimera": {"kind": kind, "path": path}})
     return json_response({"object": "list", "data": data})
+
+
+def _side_models(s: Services) -> dict[str, str]:
+    """The models loaded beside the main one, by what they serve."""
+    st = s.settings
+    out = {}
+    if st.whisper_model is not None:
+        out["speech-to-text"] = str(st.whisper_model)
+    if st.rag_model is not None:
+        out["vector-store-embeddings"] = str(st.rag_model)
+    if st.rerank_model is not None:
+        out["rerank"] = str(st.rerank_model)
+    return out
+
+
+def _modalities(s: Services) -> dict[str, object]:
+    st = s.settings
+    audio = None
+    if st.whisper_model is not None:
+        audio = {"model": str(st.whisper_model), "workers": st.whisper_workers, "threads": st.whisper_threads,
+                 "ready": s.audio is not None, "multilingual": s.audio.multilingual if s.audio is not None else None,
+                 "restarts": s.audio.restarts if s.audio is not None else 0}
+    rag = None
+    if s.rag is not None:
+        rag = {"db": str(s.rag.path), "embedding_model": s.rag.model_name, "dimension": s.rag.dim,
+               "chunk_tokens": s.rag.chunk_tokens, "chunk_overlap": s.rag.overlap}
+    return {"speech_to_text": audio, "vector_stores": rag}
 
 
 @blueprint.get("/props")
 async def props() -> Response:
     s = services()
-    return json_response(introspect.props(s.require_engine(), s.model_id))
+    return json_response(introspect.props(s.require_engine(), s.model_id) | {"chimera": _modalities(s)})
 
 
 @blueprint.get("/metrics")
@@ -57,6 +88,7 @@ async def info() -> Response:
     data["ready"] = s.lifecycle.ready
     if s.engine is not None:
         data["model"] = {"id": s.model_id, "path": s.model_path}
+    data |= _modalities(s)
     return json_response(data)
 
 
