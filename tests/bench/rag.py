@@ -55,6 +55,9 @@ def passages(limit: int) -> list[str]:
 def direct_embedder(model: Path, threads: int) -> Any:
     from llama_cpp import Llama
 
+    from chimera.llm import native
+
+    native.load()  # this wheel is built with dynamic backends: load them, as any user of it must
     return Llama(str(model), embedding=True, n_ctx=4096, n_batch=2048, n_ubatch=2048, n_threads=threads,
                  n_threads_batch=threads, verbose=False)
 
