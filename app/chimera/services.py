@@ -40,7 +40,8 @@ class Services:
     engine: Engine | None = None
     reranker: Engine | None = None
     chats: ChatStore | None = None  # --persist-chats
-    audio: Any = None  # the AudioPool, once its workers are up (--whisper-model)  # --rerank-model, or the main engine with --reranking
+    audio: Any = None  # the AudioPool, once its workers are up (--whisper-model)
+    images: Any = None  # the ImagePool, once its workers are up (--sd-model)
     engine_versions: dict[str, Any] | None = None  # from the probe process, filled at start-up
     model_path: str | None = None
     model_id: str = "model"

@@ -20,7 +20,8 @@ async def health() -> Response:
     s = services()
     if s.lifecycle.load_error:
         return json_response({"status": "error", "error": s.lifecycle.load_error}, status=503)
-    if not s.lifecycle.ready or (s.settings.whisper_model is not None and s.audio is None):
+    if (not s.lifecycle.ready or (s.settings.whisper_model is not None and s.audio is None)
+            or (s.settings.sd_enabled() and s.images is None)):
         return json_response({"status": "loading"}, status=503, headers={"Retry-After": "1"})
     return json_response({"status": "ok"})
 
