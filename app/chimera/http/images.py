@@ -85,7 +85,7 @@ async def _answer(pool: ImagePool, req: ImageRequest, kind: str, files: dict[str
             raise
         return sse_response(_sse(first, events, req))
     result = await pool.request(header, data)
-    headers = {}
+    headers = {"Server-Timing": f"generate;dur={1000 * float(result['elapsed']):.1f}"}  # the engine call alone
     body = _body(result, req)
     if "requested_size" in body:
         headers["X-Chimera-Size-Adjusted"] = f"{body['requested_size']} -> {body['size']}"
