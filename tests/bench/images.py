@@ -152,9 +152,11 @@ def main() -> None:
             print(f"  rep {rep}: direct {direct[-1]:.3f} s, chimera HTTP {http[-1]:.3f} s (ratio {ratios[-1]:.3f}); "
                   f"4 clients: 1 worker {tp[1][-1]:.2f} img/s, 2 workers {tp[2][-1]:.2f} img/s", flush=True)
     finally:
-        anchor.stop()
-        one.stop()
-        two.stop()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not leave servers behind
+        for p in (anchor.proc, one.proc, two.proc):
+            p.terminate()
+        for p in (anchor.proc, one.proc, two.proc):
+            p.wait(60)
     med = statistics.median
     print(f"\nMachine: {platform.machine()}, {psutil.cpu_count(logical=True)} cores; model tiny-flux2-klein (synthetic), "
           f"{a.size}x{a.size}, {a.steps} steps, {a.threads} threads per worker, {a.reps} interleaved reps")

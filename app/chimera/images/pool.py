@@ -23,6 +23,7 @@ from .params import MAX_SEED, ImageRequest, LoraRef, check_size, parse_size, spl
 from .setup import ImageSetup
 
 KINDS = ("generate", "edit", "variation")
+DEFAULT_SIDE = 512
 
 
 def worker_argv(setup: ImageSetup) -> list[str]:
@@ -81,6 +82,9 @@ class ImagePool(WorkerPool):
         size = None
         if req.size is not None:
             size = check_size(*parse_size(req.size), s.max_pixels)
+        elif kind == "generate":  # 512x512, or the largest square --sd-max-pixels allows; edits and
+            side = min(DEFAULT_SIDE, int(s.max_pixels**0.5) // 16 * 16)  # variations: the input's size
+            size = (side, side)
         if req.control_image is not None:
             files.setdefault("control_image", [_b64(req.control_image, "control_image")])
         if ("control_image" in files or req.control_strength is not None) and not s.control_net:
