@@ -138,3 +138,14 @@ def whisper_model(models_dir: Path) -> Path:
     from chimera.models import prepare
 
     return prepare("whisper", models_dir)
+
+
+# --- image generation: the synthetic FLUX.2-klein set in ../shared/models/sd (see its README) ---
+@pytest.fixture(scope="session")
+def sd_models() -> Path:
+    return shared_model("sd")
+
+
+def sd_args(sd: Path, *extra: str) -> list[str]:
+    """Server flags for the tiny image model (it needs its tiny autoencoder)."""
+    return ["--sd-model", str(sd / "tiny-flux2-klein.ckpt"), "--sd-taesd", str(sd / "tiny-taef2.ckpt"), *extra]

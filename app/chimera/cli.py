@@ -36,6 +36,32 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(*opt.flags, **kw)
 
 
+def _add_sd_options(p: argparse.ArgumentParser) -> None:
+    """`chimera sd`: the server's --sd-* options (same names, env and config file), then the request."""
+    p.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE", help="TOML config file (keys as the long flag names)")
+    for opt in OPTIONS:
+        if opt.dest.startswith("sd_") and opt.dest not in ("sd_workers",):
+            kw: dict[str, Any] = {"dest": opt.dest, "default": argparse.SUPPRESS, "help": opt.help,
+                                  "metavar": opt.metavar or "VALUE"}
+            if opt.kind == "list":
+                kw["action"] = "append"
+            p.add_argument(*opt.flags, **kw)
+    r = p.add_argument_group("the image")
+    r.add_argument("--prompt", dest="req_prompt", default="", help="what to draw")
+    r.add_argument("--negative-prompt", dest="req_negative_prompt", default=None)
+    r.add_argument("--init-image", dest="req_init_image", default=None, metavar="PATH", help="start from this image (img2img)")
+    r.add_argument("--mask", dest="req_mask", default=None, metavar="PATH", help="inpaint: transparent (or white) = repaint")
+    r.add_argument("--control-image", dest="req_control_image", default=None, metavar="PATH")
+    r.add_argument("--output", "-o", dest="req_output", default="out.png", metavar="PATH",
+                   help="where to write (with -n > 1: NAME-1.png, NAME-2.png, ...)")
+    r.add_argument("--size", dest="req_size", default=None, metavar="WxH")
+    r.add_argument("-n", dest="req_n", default=None, metavar="N")
+    for name in ("steps", "cfg-scale", "seed", "strength", "sample-method", "scheduler", "control-strength"):
+        r.add_argument(f"--{name}", dest="req_" + name.replace("-", "_"), default=None, metavar="VALUE")
+    r.add_argument("--lora", dest="req_lora", action="append", default=[], metavar="NAME[:SCALE]",
+                   help="apply an --sd-lora alias; repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="chimera", description="chimera: a download-and-run local AI server")
     parser.add_argument("--version", action="version", version=f"chimera {__version__}")
@@ -68,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .rag.cli import add_parser as add_rag_parser
 
     add_rag_parser(sub)
+    sd = sub.add_parser("sd", help="generate an image with the same workers the server uses")
+    _add_sd_options(sd)
     sub.add_parser("_probe", help=argparse.SUPPRESS)
+    sd_worker = sub.add_parser("_sd-worker", help=argparse.SUPPRESS)
+    sd_worker.add_argument("config")
     worker = sub.add_parser("_audio-worker", help=argparse.SUPPRESS)
     worker.add_argument("model")
     worker.add_argument("threads", type=int)
@@ -122,6 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .audio.worker import main as worker_main
 
             return worker_main(ns.model, ns.threads)
+        if ns.command == "sd":
+            from .images.cli import sd_main
+
+            return sd_main(ns)
+        if ns.command == "_sd-worker":
+            from .images.worker import main as sd_worker_main
+
+            return sd_worker_main(ns.config)
         if ns.command == "_probe":
             from .info import probe_main
 

@@ -58,6 +58,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("whisper_workers", ("--whisper-workers",), "audio worker processes, one whisper context each (default 1)"),
     Option("whisper_threads", ("--whisper-threads",), "threads per audio worker (default 2)"),
     Option("max_audio_seconds", ("--max-audio-seconds",), "longest audio accepted, in seconds (default 3600)"),
+    Option("sd_model", ("--sd-model",), "stable-diffusion.cpp model (all-in-one file) for /v1/images/* (run in worker processes)", metavar="PATH"),
+    Option("sd_diffusion_model", ("--sd-diffusion-model",), "stable-diffusion.cpp diffusion model alone, with its text encoders from --sd-llm / --sd-clip-l / --sd-t5xxl", metavar="PATH"),
+    Option("sd_llm", ("--sd-llm",), "LLM text encoder for split models (FLUX.2, Qwen-Image, Z-Image)", metavar="PATH"),
+    Option("sd_clip_l", ("--sd-clip-l",), "CLIP-L text encoder for split models", metavar="PATH"),
+    Option("sd_t5xxl", ("--sd-t5xxl",), "T5-XXL text encoder for split models", metavar="PATH"),
+    Option("sd_vae", ("--sd-vae",), "VAE for the image model", metavar="PATH"),
+    Option("sd_taesd", ("--sd-taesd",), "tiny autoencoder (TAESD) for the image model", metavar="PATH"),
+    Option("sd_workers", ("--sd-workers",), "image worker processes, one stable-diffusion context each (default 1)"),
+    Option("sd_threads", ("--sd-threads",), "threads per image worker (default 2)"),
+    Option("sd_max_pixels", ("--sd-max-pixels",), "largest image accepted or generated, in pixels (default 4194304 = 2048x2048)"),
+    Option("sd_max_steps", ("--sd-max-steps",), "most sampling steps a request may ask for (default 150)"),
+    Option("sd_control_net", ("--sd-control-net",), "ControlNet model: enables control_image / control_strength", metavar="PATH"),
+    Option("sd_photo_maker", ("--sd-photo-maker",), "PhotoMaker model: enables pm_id_images / pm_id_image_set / pm_style_strength", metavar="PATH"),
+    Option("sd_pm_id_dir", ("--sd-pm-id-dir",), "directory of PhotoMaker id image sets, one subdirectory each (pm_id_image_set names one)", metavar="DIR"),
+    Option("sd_pm_id_embed_path", ("--sd-pm-id-embed-path",), "PhotoMaker v2 id embedding file", metavar="PATH"),
+    Option("sd_lora", ("--sd-lora",), "image LoRA as NAME=PATH; requests name it in 'loras'; repeatable", kind="list", metavar="NAME=PATH"),
     Option("persist_chats", ("--persist-chats",), "save every chat exchange to the chat database", kind="flag"),
     Option("chat_db", ("--chat-db",), "chat database file (default: chats.db in the user data dir)", metavar="PATH"),
     Option("rag_model", ("--rag-model",), "embedding GGUF for vector stores (default: the main model, with --embeddings)", metavar="PATH"),
@@ -109,6 +125,22 @@ class Settings(BaseModel):
     whisper_workers: int = Field(1, ge=1, le=64)
     whisper_threads: int = Field(2, ge=1, le=256)
     max_audio_seconds: float = Field(3600.0, gt=0)
+    sd_model: Path | None = None
+    sd_diffusion_model: Path | None = None
+    sd_llm: Path | None = None
+    sd_clip_l: Path | None = None
+    sd_t5xxl: Path | None = None
+    sd_vae: Path | None = None
+    sd_taesd: Path | None = None
+    sd_workers: int = Field(1, ge=1, le=64)
+    sd_threads: int = Field(2, ge=1, le=256)
+    sd_max_pixels: int = Field(2048 * 2048, ge=256)
+    sd_max_steps: int = Field(150, ge=1, le=10000)
+    sd_control_net: Path | None = None
+    sd_photo_maker: Path | None = None
+    sd_pm_id_dir: Path | None = None
+    sd_pm_id_embed_path: Path | None = None
+    sd_lora: tuple[str, ...] = ()
     persist_chats: bool = False
     chat_db: Path | None = None
     rag_model: Path | None = None
@@ -181,6 +213,10 @@ class Settings(BaseModel):
             if not sep or not path:
                 raise ValueError(f"{item!r} is not PATH:SCALE")
         return v
+
+    def sd_enabled(self) -> bool:
+        """Image generation is on: a stable-diffusion model (whole, or its diffusion part) is set."""
+        return self.sd_model is not None or self.sd_diffusion_model is not None
 
     def chat_db_path(self) -> Path:
         if self.chat_db is not None:

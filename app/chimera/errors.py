@@ -147,3 +147,15 @@ class Overloaded(Unavailable):
 
 class ConfigError(Exception):
     """A bad flag, environment variable or config file value: the CLI exits with code 2."""
+
+
+def leaf_error(exc: BaseException, cls: type[BaseException]) -> BaseException | None:
+    """The first `cls` inside an exception group from a trio nursery (or `exc` itself), if any."""
+    if isinstance(exc, cls):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = leaf_error(inner, cls)
+            if found is not None:
+                return found
+    return None

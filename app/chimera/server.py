@@ -26,13 +26,14 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from .config import Settings
-from .errors import ConfigError, Unavailable
+from .errors import ConfigError, Unavailable, leaf_error
 from .http.app import create_app
 from .logs import setup_logging
 from .services import Lifecycle, Services
 
 if TYPE_CHECKING:
     from .llm.engine import Engine
+    from .images.setup import ImageSetup
 
 log = logging.getLogger("chimera")
 
@@ -145,6 +146,26 @@ async def _run_audio(services: Services) -> None:
         services.audio = pool
 
 
+async def _run_images(services: Services, setup: "ImageSetup") -> None:
+    """Check the LoRA aliases in a throwaway worker, then start the image workers. A model that
+    leaves no context, or an adapter that does not fit, ends start-up with a clear error."""
+    from .images.lora import check_loras
+    from .images.pool import ImagePool, worker_argv
+    from .workers.supervisor import StartupFailed
+
+    pool = ImagePool(setup)
+    try:
+        await check_loras(setup.loras, lambda _i: worker_argv(setup))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pool.run)
+            services.images = pool
+    except BaseException as exc:  # noqa: BLE001 - nurseries wrap errors in groups
+        failed = leaf_error(exc, StartupFailed)
+        if failed is None:
+            raise
+        raise ConfigError(f"image model: {failed}") from None
+
+
 async def _probe(services: Services) -> None:
     from .info import probe_engines
 
@@ -165,6 +186,11 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
         except Exception as e:
             raise ConfigError(f"--chat-db: cannot open {settings.chat_db_path()}: {e}") from e
         log.info("saving chats to %s", settings.chat_db_path())
+    image_setup = None
+    if settings.sd_enabled():
+        from .images.setup import image_setup as check_image_flags
+
+        image_setup = check_image_flags(settings)
     app = create_app(services)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, services.lifecycle)
@@ -172,6 +198,8 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
         nursery.start_soon(_load_engine, services, model_path)
         if settings.whisper_model is not None:
             nursery.start_soon(_run_audio, services)
+        if image_setup is not None:
+            nursery.start_soon(_run_images, services, image_setup)
         # hypercorn returns once the trigger fired and in-flight requests drained (up to
         # --shutdown-timeout); the engine keeps stepping until then, and is cancelled after.
         async with trio.open_nursery() as http:
@@ -207,4 +235,9 @@ def serve_main(settings: Settings) -> int:
         raise
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:  # a start-up check that failed inside the nursery
+        config = leaf_error(group, ConfigError)
+        if config is None:
+            raise
+        raise config from None
     return 0

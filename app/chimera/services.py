@@ -42,6 +42,7 @@ class Services:
     chats: ChatStore | None = None  # --persist-chats
     audio: Any = None  # the AudioPool, once its workers are up (--whisper-model)
     rag: Any = None  # the RagService, once its embedder is loaded (--rag-model, or --embeddings)
+    images: Any = None  # the ImagePool, once its workers are up (--sd-model)
     engine_versions: dict[str, Any] | None = None  # from the probe process, filled at start-up
     model_path: str | None = None
     model_id: str = "model"

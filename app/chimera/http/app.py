@@ -137,6 +137,7 @@ def create_app(services: Services) -> QuartTrio:
 
     from .anthropic import blueprint as anthropic_bp
     from .audio import blueprint as audio_bp
+    from .images import blueprint as images_bp
     from .chat import blueprint as chat_bp
     from .chats import blueprint as chats_bp
     from .infill import blueprint as infill_bp
@@ -156,6 +157,7 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(chats_bp)
     app.register_blueprint(audio_bp)
     app.register_blueprint(vector_stores_bp)
+    app.register_blueprint(images_bp)
 
     if services.settings.cors_origins:
         origins = "*" if "*" in services.settings.cors_origins else list(services.settings.cors_origins)

@@ -21,7 +21,8 @@ async def health() -> Response:
     s = services()
     if s.lifecycle.load_error:
         return json_response({"status": "error", "error": s.lifecycle.load_error}, status=503)
-    if not s.lifecycle.ready or (s.settings.whisper_model is not None and s.audio is None):
+    if (not s.lifecycle.ready or (s.settings.whisper_model is not None and s.audio is None)
+            or (s.settings.sd_enabled() and s.images is None)):
         return json_response({"status": "loading"}, status=503, headers={"Retry-After": "1"})
     return json_response({"status": "ok"})
 
@@ -49,6 +50,8 @@ def _side_models(s: Services) -> dict[str, str]:
         out["vector-store-embeddings"] = str(st.rag_model)
     if st.rerank_model is not None:
         out["rerank"] = str(st.rerank_model)
+    if st.sd_enabled():
+        out["image-generation"] = str(st.sd_model or st.sd_diffusion_model)
     return out
 
 
@@ -63,7 +66,11 @@ def _modalities(s: Services) -> dict[str, object]:
     if s.rag is not None:
         rag = {"db": str(s.rag.path), "embedding_model": s.rag.model_name, "dimension": s.rag.dim,
                "chunk_tokens": s.rag.chunk_tokens, "chunk_overlap": s.rag.overlap}
-    return {"speech_to_text": audio, "vector_stores": rag}
+    images = None
+    if st.sd_enabled():
+        images = {"model": str(st.sd_model or st.sd_diffusion_model), "workers": st.sd_workers, "threads": st.sd_threads,
+                  "ready": s.images is not None, "restarts": s.images.restarts if s.images is not None else 0}
+    return {"speech_to_text": audio, "vector_stores": rag, "images": images}
 
 
 @blueprint.get("/props")

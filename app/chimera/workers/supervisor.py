@@ -54,7 +54,10 @@ class Worker:
         except WorkerDied as e:
             raise StartupFailed(str(e).replace("crashed", "failed to start")) from None
         if ready.get("type") != "ready":
-            raise StartupFailed(f"the {self.label} worker failed to start: {ready.get('message', ready)}")
+            await trio.sleep(0.05)  # let the stderr reader take the native lines written before it
+            native = self.native_error_line() if self.stderr_tail else ""
+            detail = f" ({native})" if native and native not in str(ready.get("message")) else ""
+            raise StartupFailed(f"the {self.label} worker failed to start: {ready.get('message', ready)}{detail}")
         self.info = ready
 
     async def _drain_stderr(self, proc: trio.Process) -> None:
@@ -127,22 +130,34 @@ class WorkerPool:
         self.busy = 0
         self._idle_send, self._idle_recv = trio.open_memory_channel[Worker](math.inf)
         self._nursery: trio.Nursery | None = None
+        self._workers: dict[int, Worker] = {}
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for i in range(self.n):
-                w = Worker(self.label, self._argv(i), i)
-                await w.start(nursery)
-                self.info = w.info
-                self._idle_send.send_nowait(w)
-            log.info("%d %s worker(s) ready", self.n, self.label)
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for i in range(self.n):
+                    w = Worker(self.label, self._argv(i), i)
+                    self._workers[i] = w
+                    await w.start(nursery)
+                    self.info = w.info
+                    self._idle_send.send_nowait(w)
+                log.info("%d %s worker(s) ready", self.n, self.label)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            # the pool is done (shutdown, or a start-up check that is over): its workers go with it
+            for w in self._workers.values():
+                w.kill()
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                for w in self._workers.values():
+                    if w.proc is not None:
+                        await w.proc.wait()
 
     async def _replace(self, w: Worker) -> None:
         assert self._nursery is not None
         fresh = Worker(self.label, self._argv(w.index), w.index)
+        self._workers[w.index] = fresh
         try:
             await fresh.start(self._nursery)
         except StartupFailed:
