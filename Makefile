@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(BACKEND)
 ARGS    ?=
 
-.PHONY: setup serve test test-unit models bench binary test-binary release lint clean
+.PHONY: setup serve test test-unit models bench binary binary-onefile test-binary release lint clean
 
 $(STAMP): pyproject.toml native/versions.env native/cmake-args.sh native/build-wheels.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,12 @@ binary: setup
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) PYTHONHASHSEED=0 \
 	  $(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath build/onedir --workpath build/pyinstaller chimera.spec
 	$(BIN)/python packaging/pack.py build/onedir/chimera dist/chimera --backend $(BACKEND)
+
+# PyInstaller's own one-file mode (unpacks on every run): build/onefile/chimera, for comparison
+binary-onefile: setup
+	$(BIN)/python -m pip install -q $(PYINSTALLER)
+	CHIMERA_PYI_ONEFILE=1 SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) PYTHONHASHSEED=0 \
+	  $(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath build/onefile --workpath build/pyinstaller-onefile chimera.spec
 
 # the frozen smoke test against dist/chimera, with the library audit (packaging/audit.py)
 test-binary: binary models
