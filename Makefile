@@ -50,7 +50,7 @@ binary-onefile: setup
 
 # the frozen smoke test against dist/chimera, with the library audit (packaging/audit.py)
 test-binary: binary models
-	CHIMERA_TEST_BINARY=1 $(BIN)/python -m pytest tests/frozen $(PYTEST_ARGS)
+	CHIMERA_TEST_BINARY=1 CHIMERA_BACKEND=$(BACKEND) $(BIN)/python -m pytest tests/frozen $(PYTEST_ARGS)
 
 # dist/chimera-<version>-<platform>[-<backend>].tar.gz with licenses, README and SHA256SUMS
 release: binary

@@ -182,10 +182,14 @@ def sdist_texts(lic: Path) -> list[str]:
 
     notes = []
     if not list((CACHE / "sdist").glob("pywhispercpp-*.tar.gz")):
-        # whisper.cpp's texts: the binding's wheel carries only its own; fetch its source archive once
-        version = importlib.metadata.version("pywhispercpp")
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        "-d", str(CACHE / "sdist"), f"pywhispercpp=={version}"], check=False)
+        # whisper.cpp's texts: the binding's wheel carries only its own; fetch its source archive
+        # once (the exact file chimera's model preparation uses, checked against its SHA-256)
+        from chimera.models import WHISPER_HEADER, _fetch
+
+        try:
+            _fetch(WHISPER_HEADER, CACHE / "sdist")
+        except Exception as e:  # noqa: BLE001 - reported in INDEX.txt
+            notes.append(f"{WHISPER_HEADER.filename}: could not be fetched ({e})")
     for pattern, rules in SDIST_LICENSES.items():
         archives = sorted((CACHE / "sdist").glob(pattern))
         if not archives:
@@ -212,7 +216,10 @@ def collect_licenses(lic: Path, backend: str) -> list[str]:
     debs: dict[str, set[str]] = {}
     python_files = 0
     base = Path(sys.base_prefix).resolve()
-    for dest, src, _ in toc_sources():
+    onedir = REPO / "build" / "onedir" / "chimera" / "_internal"
+    for dest, src, typecode in toc_sources():
+        if typecode in ("BINARY", "EXTENSION", "DATA") and not os.path.lexists(onedir / dest):
+            continue  # dropped by chimera.spec after the analysis (e.g. system-only libraries)
         real = str(Path(src).resolve()) if os.path.exists(src) else src
         if real in owners:
             d = owners[real]

@@ -193,7 +193,8 @@ def test_audit_of_loaded_libraries(binary: Path, models_dir: Path, whisper_model
     """packaging/audit.py: every library loaded comes from the bundle or the allowed system set."""
     import sys
 
+    gpu = ["--allow-gpu"] if os.environ.get("CHIMERA_BACKEND", "cpu") != "cpu" else []
     r = subprocess.run([sys.executable, str(REPO / "packaging" / "audit.py"), str(binary),
-                        "--models-dir", str(models_dir)], capture_output=True, text=True, timeout=600)
+                        "--models-dir", str(models_dir), *gpu], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ok: every library loaded" in r.stdout
