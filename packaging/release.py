@@ -56,7 +56,7 @@ machine, over llama.cpp, whisper.cpp and stable-diffusion.cpp. One file; nothing
 
 Then point any OpenAI client at http://127.0.0.1:8080/v1 .
 
-First start: the executable unpacks itself once (about 280 MB, a second or two) into
+First start: the executable unpacks itself once (about 290 MB, a second or two) into
 ~/.cache/chimera/runtime/<version>-<checksum>/ and starts from there on every later run. Set
 CHIMERA_RUNTIME_DIR to put it elsewhere; delete old folders there after upgrading.
 CHIMERA_RUNTIME_VERIFY=1 checks every unpacked file's SHA-256 before starting.
