@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(BACKEND)
 ARGS    ?=
 
-.PHONY: setup serve test test-unit models bench binary lint clean
+.PHONY: setup serve test test-unit models bench binary binary-onefile test-binary release lint clean
 
 $(STAMP): pyproject.toml native/versions.env native/cmake-args.sh native/build-wheels.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,9 +34,27 @@ bench: setup models
 	$(BIN)/python tests/bench/run.py --write docs/benchmarks.md $(BENCH_ARGS)
 	$(BIN)/python tests/bench/persist.py
 
+# dist/chimera: one file (packaging/README.md). BACKEND=cuda|vulkan builds from those wheels.
+PYINSTALLER := pyinstaller==6.22.3 pyinstaller-hooks-contrib==2026.9
 binary: setup
-	$(BIN)/python -m pip install -q 'pyinstaller>=6.10'
-	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN chimera.spec
+	$(BIN)/python -m pip install -q $(PYINSTALLER)
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) PYTHONHASHSEED=0 \
+	  $(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath build/onedir --workpath build/pyinstaller chimera.spec
+	$(BIN)/python packaging/pack.py build/onedir/chimera dist/chimera --backend $(BACKEND)
+
+# PyInstaller's own one-file mode (unpacks on every run): build/onefile/chimera, for comparison
+binary-onefile: setup
+	$(BIN)/python -m pip install -q $(PYINSTALLER)
+	CHIMERA_PYI_ONEFILE=1 SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) PYTHONHASHSEED=0 \
+	  $(BIN)/pyinstaller --noconfirm --clean --log-level WARN --distpath build/onefile --workpath build/pyinstaller-onefile chimera.spec
+
+# the frozen smoke test against dist/chimera, with the library audit (packaging/audit.py)
+test-binary: binary models
+	CHIMERA_TEST_BINARY=1 CHIMERA_BACKEND=$(BACKEND) $(BIN)/python -m pytest tests/frozen $(PYTEST_ARGS)
+
+# dist/chimera-<version>-<platform>[-<backend>].tar.gz with licenses, README and SHA256SUMS
+release: binary
+	$(BIN)/python packaging/release.py --backend $(BACKEND)
 
 lint: setup
 	$(BIN)/python -m compileall -q app tests
