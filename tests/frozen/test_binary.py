@@ -172,11 +172,38 @@ def test_serve_chat_audio_chats_and_shutdown(serve: type[FrozenServer], binary: 
     assert listed.returncode == 0 and items[0]["id"] in listed.stdout, listed.stdout + listed.stderr
 
 
-def test_embeddings(serve: type[FrozenServer], minilm: Path) -> None:
-    s = serve("-m", str(minilm), "--embeddings").wait_ready()
-    r = s.client().embeddings.create(model="any", input=["a cat", "a dog"])
+def test_embeddings_vector_stores_and_images(serve: type[FrozenServer], minilm: Path, sd_models: Path,
+                                             tmp_path: Path, runtime_root: Path) -> None:
+    import base64
+    import io
+
+    from fpdf import FPDF
+    from PIL import Image
+
+    from conftest import sd_args
+
+    s = serve("-m", str(minilm), "--embeddings", "--rag-db", str(tmp_path / "rag.db"), *sd_args(sd_models)).wait_ready()
+    client = s.client()
+    r = client.embeddings.create(model="any", input=["a cat", "a dog"])
     assert len(r.data) == 2 and len(r.data[0].embedding) == 384
     assert abs(sum(x * x for x in r.data[0].embedding) - 1.0) < 1e-3
+    # vector stores: PDF (pypdf) and HTML (BeautifulSoup) extraction, sqlite-vec search, all frozen
+    vs = client.vector_stores.create(name="frozen")
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=12)
+    pdf.multi_cell(0, 8, "Honeybees carry pollen from one flower to the next.")
+    for name, data in (("bees.pdf", bytes(pdf.output())), ("tide.html", b"<p>The moon pulls the sea.</p>")):
+        f = client.vector_stores.files.upload_and_poll(vector_store_id=vs.id, file=(name, data))
+        assert f.status == "completed"
+    hits = list(client.vector_stores.search(vector_store_id=vs.id, query="which insects move pollen?"))
+    assert hits[0].filename == "bees.pdf"
+    # image generation in a stable-diffusion worker started from this executable
+    img = client.images.generate(model="sd", prompt="a cat", size="64x64", extra_body={"steps": 2, "cfg_scale": 1, "seed": 3})
+    png = Image.open(io.BytesIO(base64.b64decode(img.data[0].b64_json or "")))
+    assert png.size == (64, 64)
+    workers = psutil.Process(s.proc.pid).children(recursive=True)
+    assert any("_sd-worker" in " ".join(p.cmdline()) and Path(p.exe()).is_relative_to(runtime_root) for p in workers)
     assert s.shutdown() == 0, s.output()
 
 
