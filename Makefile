@@ -21,8 +21,11 @@ setup: $(STAMP)
 models: setup
 	$(BIN)/chimera models prepare --which all
 
-serve: setup
-	$(BIN)/chimera serve $(ARGS)
+# the default chat model, plus speech-to-text (whisper tiny.en) and vector stores (MiniLM) on
+# the prepared defaults; ARGS come last, so they can override any of these
+serve: setup models
+	$(BIN)/chimera serve --whisper-model "$$($(BIN)/chimera models prepare --which whisper)" \
+	  --rag-model "$$($(BIN)/chimera models prepare --which embed)" $(ARGS)
 
 test: setup models
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)

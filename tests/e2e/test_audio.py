@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -32,10 +33,17 @@ def test_transcribes_wav_and_mp3(server: Server, whisper_model: Path, sample: st
 
 def test_response_formats(server: Server, whisper_model: Path) -> None:
     wav = whisper_model.parent / "jfk.wav"
-    srt = _transcribe(server, wav, response_format="srt")
-    assert str(srt).startswith("1\n00:00:00,000 --> ") and "Americans" in str(srt)
-    vtt = _transcribe(server, wav, response_format="vtt")
-    assert str(vtt).startswith("WEBVTT") and "-->" in str(vtt)
+    srt = str(_transcribe(server, wav, response_format="srt"))
+    assert srt.startswith("1\n00:00:00,000 --> ") and "Americans" in srt
+    vtt = str(_transcribe(server, wav, response_format="vtt"))
+    assert vtt.startswith("WEBVTT\n\n")
+    for text, sep in ((srt, ","), (vtt, ".")):
+        stamp = r"(\d\d):(\d\d):(\d\d)" + re.escape(sep) + r"(\d\d\d)"
+        cues = re.findall(stamp + " --> " + stamp, text)
+        times = [(int(h) * 3600 + int(m) * 60 + int(sec) + int(ms) / 1000) for c in cues for h, m, sec, ms in (c[:4], c[4:])]
+        assert cues and times == sorted(times) and times[-1] > 8.0  # well-formed cues, increasing, covering the clip
+    blocks = srt.strip().split("\n\n")
+    assert [b.split("\n")[0] for b in blocks] == [str(i + 1) for i in range(len(blocks))]
     txt = _transcribe(server, wav, response_format="text")
     assert "fellow Americans" in str(txt)
     verbose = _transcribe(server, wav, response_format="verbose_json")
