@@ -115,12 +115,12 @@ async def _load_engine(services: Services, model_path: Path) -> None:
 async def _load_embedder(services: Services, engine: Engine) -> Engine | None:
     """The vector stores' embedder: --rag-model, or the main model when it makes embeddings."""
     from .llm.engine import Engine
-    from .rag.service import RagService
+    from .rag.service import RagService, embedder_settings
 
     s = services.settings
     if s.rag_model is not None:
-        rag_settings = s.model_copy(update={"embeddings": True, "ctx_size": 0, "parallel": 8, "lora": (), "lora_scaled": ()})
-        embedder, name = await Engine.load(rag_settings, s.rag_model, services.metrics), s.rag_model.name.removesuffix(".gguf")
+        embedder = await Engine.load(embedder_settings(s), s.rag_model, services.metrics)
+        name = s.rag_model.name.removesuffix(".gguf")
     elif s.embeddings and not engine.ranking:
         embedder, name = engine, services.model_id
     else:

@@ -79,10 +79,10 @@ def engine_embed(model: Path, threads: int, texts: list[str]) -> np.ndarray:
     from chimera.config import resolve
     from chimera.llm.engine import Engine
     from chimera.metrics import Metrics
+    from chimera.rag.service import embedder_settings
 
     async def run() -> list[list[float]]:
-        settings = resolve({"embeddings": True, "ctx_size": 0, "parallel": 8, "threads": threads})
-        engine = await Engine.load(settings, model, Metrics())
+        engine = await Engine.load(embedder_settings(resolve({"threads": threads})), model, Metrics())
         out: list[list[float]] = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(engine.run)
@@ -158,14 +158,13 @@ def bench_search(texts: list[str], vecs: np.ndarray, queries: np.ndarray, n: int
         db.insert_chunks(con, store["id"], "file-bench", 0, [(texts[i], 0, vecs[i].tobytes()) for i in range(n)])
         db.finish_file(con, store["id"], "file-bench", "bench.txt", None, 0, {}, n, 0)
     store = db.find_store(con, store["id"])
-    version = con.execute("SELECT version FROM vector_stores WHERE id = ?", (store["id"],)).fetchall()[0][0]
     cache = CoarseCache()
-    nearest(con, cache, store, version, queries[0], 10, None)  # warm: loads the packed bits once
+    nearest(con, cache, store, queries[0], 10, None)  # warm: loads the packed bits once
     base = vecs[:n]
     times, recalls = [], []
     for q in queries:
         t0 = time.perf_counter()
-        hits = nearest(con, cache, store, version, q, 10, None)
+        hits = nearest(con, cache, store, q, 10, None)
         hydrate(con, store["id"], hits)
         times.append(time.perf_counter() - t0)
         truth = set((np.argpartition(-(base @ q), 10)[:10] + 1).tolist())  # rowids are 1-based insert order

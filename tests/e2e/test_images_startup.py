@@ -13,7 +13,6 @@ from types import ModuleType
 
 import httpx
 import numpy as np
-import pytest
 from PIL import Image
 
 from conftest import REPO, Server, sd_args

@@ -9,7 +9,6 @@ stale dist/chimera.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -77,7 +77,7 @@ def _header(pool: AudioPool, form: Any, task: str) -> tuple[dict[str, Any], str,
 async def _sse(first: dict[str, Any], events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     """OpenAI's transcription stream: one `transcript.text.delta` per decoded segment, then `done`."""
     async with aclosing(events):
-        texts: list[str] = []
+        started = False
         frame: dict[str, Any] | None = first
         while frame is not None:
             if "segments" in frame:  # the result
@@ -85,8 +85,8 @@ async def _sse(first: dict[str, Any], events: AsyncIterator[dict[str, Any]]) -> 
                 yield sse_event({"type": "transcript.text.done", "text": text})
                 return
             delta = frame["text"].strip()
-            delta = (" " if texts and delta else "") + delta
-            texts.append(delta)
+            delta = (" " if started and delta else "") + delta
+            started = started or bool(delta)
             yield sse_event({"type": "transcript.text.delta", "delta": delta})
             frame = await anext(events, None)
 

@@ -86,7 +86,7 @@ async def run_file_search(tools: list[dict[str, Any]], messages: list[dict[str, 
         k = tool.get("max_num_results", DEFAULT_RESULTS)
         if not isinstance(k, int) or not 1 <= k <= 50:
             raise BadRequest("max_num_results must be between 1 and 50", param=f"tools.{i}.max_num_results")
-        limit = k
+        limit = max(limit, k) if i else k
         opts = tool.get("ranking_options") or {}
         threshold = opts.get("score_threshold") if isinstance(opts, dict) else None
         for sid in ids:

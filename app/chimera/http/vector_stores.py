@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import trio
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, request
 
@@ -147,8 +148,6 @@ async def _ingest_upload(svc: RagService, ref: str, fid: str, attributes: dict[s
 
 
 async def _extract(data: bytes, filename: str, ctype: str | None) -> str:
-    import trio
-
     return await trio.to_thread.run_sync(extract, data, filename, ctype)
 
 

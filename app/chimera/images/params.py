@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ..errors import BadRequest
 
@@ -61,22 +61,14 @@ class ImageRequest(BaseModel):
     pm_id_image_set: str | None = None
     pm_style_strength: float | None = Field(None, ge=0.0, le=100.0)
 
-    @field_validator("sample_method")
+    @field_validator("sample_method", "scheduler")
     @classmethod
-    def _method(cls, v: str | None) -> str | None:
+    def _named(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v in (None, "", "default"):
             return None
-        if v not in SAMPLE_METHODS:
-            raise ValueError(f"must be one of {', '.join(SAMPLE_METHODS)}")
-        return v
-
-    @field_validator("scheduler")
-    @classmethod
-    def _scheduler(cls, v: str | None) -> str | None:
-        if v in (None, "", "default"):
-            return None
-        if v not in SCHEDULERS:
-            raise ValueError(f"must be one of {', '.join(SCHEDULERS)}")
+        choices = SAMPLE_METHODS if info.field_name == "sample_method" else SCHEDULERS
+        if v not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
         return v
 
     @field_validator("size")

@@ -39,12 +39,11 @@ async def _with_service(ns: argparse.Namespace, work: Callable[[Any], Awaitable[
     from ..llm.engine import Engine
     from ..metrics import Metrics
     from ..models import prepare
-    from .service import RagService
+    from .service import RagService, embedder_settings
 
     s = _settings(ns)
     model = s.rag_model or prepare("embed")
-    settings = s.model_copy(update={"embeddings": True, "ctx_size": 0, "parallel": 8})
-    engine = await Engine.load(settings, model, Metrics())
+    engine = await Engine.load(embedder_settings(s), model, Metrics())
     svc = RagService(s.rag_db_path(), engine, model.name.removesuffix(".gguf"), s.rag_chunk_tokens, s.rag_chunk_overlap)
     await svc.open()
     box: dict[str, Any] = {}

@@ -16,6 +16,8 @@ from typing import Any
 import apsw
 
 from ..errors import BadRequest, Conflict, NotFound
+from ..store.sqlite import apply_migrations
+from ..store.sqlite import connect as sqlite_connect
 
 MIGRATIONS: list[str] = [
     """
@@ -38,26 +40,11 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def connect(path: Path) -> apsw.Connection:
-    import sqlite_vec
-
-    con = apsw.Connection(str(path))
-    con.set_busy_timeout(10_000)
-    con.enable_load_extension(True)
-    con.load_extension(sqlite_vec.loadable_path())
-    con.enable_load_extension(False)
-    con.execute("PRAGMA foreign_keys = ON")
-    return con
+    return sqlite_connect(path, vectors=True)
 
 
 def migrate(con: apsw.Connection) -> int:
-    con.execute("PRAGMA journal_mode = WAL")
-    version = con.execute("PRAGMA user_version").fetchall()[0][0]
-    while version < SCHEMA_VERSION:
-        with con:
-            con.execute(MIGRATIONS[version])
-            con.execute(f"PRAGMA user_version = {version + 1}")
-        version += 1
-    return int(version)
+    return apply_migrations(con, MIGRATIONS, SCHEMA_VERSION)
 
 
 def vec_table(store_id: str) -> str:

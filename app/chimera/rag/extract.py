@@ -31,14 +31,11 @@ def kind_of(filename: str, content_type: str | None, data: bytes) -> str:
 
 
 def _decode(data: bytes, filename: str) -> str:
-    for enc in ("utf-8-sig", "utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
-        try:
-            text = data.decode(enc)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        raise BadRequest(f"{filename or 'the file'} is not UTF-8 text", param="file")
+    encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        raise BadRequest(f"{filename or 'the file'} is not UTF-8 (or UTF-16 with a BOM) text", param="file") from None
     if "\x00" in text:
         raise BadRequest(f"{filename or 'the file'} looks binary, not text", param="file")
     return text

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,8 @@ class CoarseCache:
     def __init__(self) -> None:
         self._by_store: dict[str, Coarse] = {}
 
-    def get(self, con: apsw.Connection, store_id: str, version: int, dim: int) -> Coarse:
+    def get(self, con: apsw.Connection, store_id: str, dim: int) -> Coarse:
+        version = con.execute("SELECT version FROM vector_stores WHERE id = ?", (store_id,)).fetchall()[0][0]
         hit = self._by_store.get(store_id)
         if hit is not None and hit.version == version:
             return hit
@@ -70,7 +72,7 @@ def _rescore(con: apsw.Connection, ids: list[int], q: np.ndarray, k: int) -> lis
     return [(int(rows[i][0]), float(sims[i])) for i in order]
 
 
-def nearest(con: apsw.Connection, cache: CoarseCache, store: dict[str, Any], version: int, q: np.ndarray, k: int,
+def nearest(con: apsw.Connection, cache: CoarseCache, store: dict[str, Any], q: np.ndarray, k: int,
             where: tuple[str, list[Any]] | None) -> list[tuple[int, float]]:
     """(chunk id, cosine similarity), best first."""
     sid = store["id"]
@@ -85,7 +87,7 @@ def nearest(con: apsw.Connection, cache: CoarseCache, store: dict[str, Any], ver
         rows = con.execute(f"SELECT rowid, distance FROM {vec_table(sid)} WHERE embedding MATCH ? AND k = ?",
                            (q.tobytes(), k)).fetchall()
         return [(int(r[0]), 1.0 - float(r[1])) for r in rows]
-    coarse = cache.get(con, sid, version, q.size)
+    coarse = cache.get(con, sid, q.size)
     n = len(coarse.ids)
     want = min(n, max(CANDIDATES, 40 * k))
     dist = np.bitwise_count(coarse.bits ^ _quantize(q)).sum(axis=1, dtype=np.uint32)
@@ -97,8 +99,6 @@ def hydrate(con: apsw.Connection, store_id: str, hits: list[tuple[int, float]]) 
     """Search results in OpenAI's shape, in the order of `hits`."""
     if not hits:
         return []
-    import json
-
     marks = ",".join("?" * len(hits))
     rows = con.execute(
         "SELECT c.id, c.file_id, c.seq, c.text, f.filename, f.source_uri, f.attributes FROM chunks c JOIN store_files f "

@@ -23,10 +23,17 @@ from .filters import to_sql
 from .search import CoarseCache, hydrate, nearest
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..llm.engine import Engine
 
 EMBED_BATCH = 64
 RERANK_POOL = 4
+
+
+def embedder_settings(settings: Settings) -> Settings:
+    """How a dedicated embedding model is loaded (--rag-model, and `chimera rag`): its trained
+    context per sequence, 8 sequences a decode, no LoRA adapters of the main model."""
+    return settings.model_copy(update={"embeddings": True, "ctx_size": 0, "parallel": 8, "lora": (), "lora_scaled": ()})
 
 
 class RagService:
@@ -107,10 +114,6 @@ class RagService:
         self.check_model(store)
         sid = store["id"]
         fid = file_id or db.new_id("file-")
-        exists = await self.read(lambda con: con.execute("SELECT 1 FROM store_files WHERE store_id = ? AND id = ?",
-                                                         (sid, fid)).fetchall())
-        if exists:
-            raise BadRequest(f"file {fid} is already in vector store {sid}", param="file_id")
         limit = self.chunk_tokens if chunk_tokens is None else max(16, min(chunk_tokens, self.chunk_tokens))
         over = self.overlap if overlap is None else max(0, min(overlap, limit // 2))
         chunks = await trio.to_thread.run_sync(lambda: list(chunk(pieces(text, limit, self._count), limit, over)))
@@ -118,7 +121,13 @@ class RagService:
             raise BadRequest("the document holds no text to index", param="file")
         async with self._lock:
             con = self._writer
-            await trio.to_thread.run_sync(con.execute, "BEGIN IMMEDIATE")
+            def begin() -> None:
+                con.execute("BEGIN IMMEDIATE")
+                if con.execute("SELECT 1 FROM store_files WHERE store_id = ? AND id = ?", (sid, fid)).fetchall():
+                    con.execute("ROLLBACK")
+                    raise BadRequest(f"file {fid} is already in vector store {sid}", param="file_id")
+
+            await trio.to_thread.run_sync(begin)
             committed = False
             try:
                 usage = 0
@@ -157,12 +166,8 @@ class RagService:
         [(_toks, q)] = await self._embed([query])
         pool = k * RERANK_POOL if rerank else k
 
-        def work(con: Any) -> list[dict[str, Any]]:
-            version = con.execute("SELECT version FROM vector_stores WHERE id = ?", (store["id"],)).fetchall()[0][0]
-            hits = nearest(con, self._coarse, store, version, q, pool, where)
-            return hydrate(con, store["id"], hits)
-
-        results: list[dict[str, Any]] = await self.read(work)
+        results: list[dict[str, Any]] = await self.read(
+            lambda con: hydrate(con, store["id"], nearest(con, self._coarse, store, q, pool, where)))
         if rerank and results:
             results = await self._rerank(query, results)
         results = results[:k]

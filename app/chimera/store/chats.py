@@ -19,6 +19,7 @@ import apsw
 import trio
 
 from ..errors import BadRequest, NotFound
+from .sqlite import apply_migrations, connect
 
 CHAT_ID = re.compile(r"^chat_[0-9a-f]{32}$")
 
@@ -53,26 +54,12 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def connect(path: Path) -> apsw.Connection:
-    con = apsw.Connection(str(path))
-    con.set_busy_timeout(10_000)
-    con.execute("PRAGMA foreign_keys = ON")
-    return con
-
-
 def migrate(path: Path, target: int = SCHEMA_VERSION) -> int:
     """Bring the database at `path` to `target`, one transaction per step. Returns the version."""
     path.parent.mkdir(parents=True, exist_ok=True)
     con = connect(path)
     try:
-        con.execute("PRAGMA journal_mode = WAL")
-        version = con.execute("PRAGMA user_version").fetchall()[0][0]
-        while version < target:
-            with con:
-                con.execute(MIGRATIONS[version])
-                con.execute(f"PRAGMA user_version = {version + 1}")
-            version += 1
-        return int(version)
+        return apply_migrations(con, MIGRATIONS, target)
     finally:
         con.close()
 

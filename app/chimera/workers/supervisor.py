@@ -127,7 +127,6 @@ class WorkerPool:
         self.n = workers
         self.info: dict[str, Any] = {}
         self.restarts = 0
-        self.busy = 0
         self._idle_send, self._idle_recv = trio.open_memory_channel[Worker](math.inf)
         self._nursery: trio.Nursery | None = None
         self._workers: dict[int, Worker] = {}
@@ -177,7 +176,6 @@ class WorkerPool:
         """
         header = self.prepare(header)
         w = await self._idle_recv.receive()  # FIFO over waiting requests
-        self.busy += 1
         done = False
         try:
             await w.send(header, data)
@@ -188,11 +186,10 @@ class WorkerPool:
                     yield frame
                     continue
                 done = True
+                self._idle_send.send_nowait(w)  # the worker answered: it is free for the next request
                 if kind == "error":
-                    self._idle_send.send_nowait(w)
                     cls = _STATUS.get(int(frame.get("status", 400)), BadRequest)
                     raise cls(frame.get("message", "bad input"), param=frame.get("param"))
-                self._idle_send.send_nowait(w)
                 yield frame
                 return
         except WorkerDied:
@@ -202,7 +199,6 @@ class WorkerPool:
             await self._replace(w)
             raise
         finally:
-            self.busy -= 1
             if not done:
                 # cancelled or abandoned mid-request: the worker's state is unknown, replace it
                 w.kill()
