@@ -8,10 +8,12 @@ ARGS    ?=
 
 .PHONY: setup serve test test-unit models bench binary binary-onefile test-binary release lint clean
 
-$(STAMP): pyproject.toml native/versions.env native/cmake-args.sh native/build-wheels.sh
+$(STAMP): pyproject.toml native/versions.env native/cmake-args.sh native/patches.sh native/build-wheels.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	PYTHON=$(BIN)/python native/build-wheels.sh $(BACKEND) > $(VENV)/native-wheels.txt
+	# a rebuilt engine keeps its version number: replace what is installed
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps $$(cat $(VENV)/native-wheels.txt)
 	$(BIN)/python -m pip install -q $$(cat $(VENV)/native-wheels.txt) -e '.[test]'
 	rm -f $(VENV)/.setup-*
 	touch $@

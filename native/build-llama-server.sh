@@ -8,9 +8,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PY=${PYTHON:-python3}
 . "$HERE/versions.env"
 . "$HERE/cmake-args.sh"
+. "$HERE/patches.sh"
 CACHE=${CHIMERA_CACHE:-$HOME/.cache/chimera}
 ARGS="$(llama_cmake_args "$BACKEND") -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_WEBUI=OFF -DLLAMA_OPENSSL=OFF"
-KEY="llama-server-$LLAMA_CPP_PYTHON_VERSION-$BACKEND-$(printf '%s\n' "$ARGS" | sha256sum | cut -c1-12)"
+KEY="llama-server-$LLAMA_CPP_PYTHON_VERSION-$BACKEND-$(printf '%s\n' "$ARGS" "$LLAMA_PATCH_REV" | sha256sum | cut -c1-12)"
 OUT="$CACHE/tools/$KEY"
 if [ -x "$OUT/bin/llama-server" ]; then echo "$OUT/bin/llama-server"; exit 0; fi
 echo "building llama-server for $BACKEND (cache miss: $KEY); this takes minutes" >&2
@@ -23,6 +24,7 @@ fi
 WORK=$(mktemp -d)
 tar -xzf "$SDIST" -C "$WORK"
 SRC="$WORK/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION/vendor/llama.cpp"
+patch_llama_cpp "$SRC"
 # shellcheck disable=SC2086
 cmake -S "$SRC" -B "$WORK/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON $ARGS >&2
 cmake --build "$WORK/build" --target llama-server -j "$(nproc)" >&2

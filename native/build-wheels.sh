@@ -9,6 +9,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PY=${PYTHON:-python3}
 . "$HERE/versions.env"
 . "$HERE/cmake-args.sh"
+. "$HERE/patches.sh"
 CACHE=${CHIMERA_CACHE:-$HOME/.cache/chimera}
 mkdir -p "$CACHE/sdist" "$CACHE/wheels"
 
@@ -29,9 +30,9 @@ fetch_sdist() { # fetch_sdist NAME VERSION -> path of the sdist
   echo "$f"
 }
 
-build_one() { # build_one NAME VERSION CMAKE_ARGS PATCH_FUNC
+build_one() { # build_one NAME VERSION CMAKE_ARGS PATCH_FUNC [PATCH_REV]
   local name=$1 ver=$2 args=$3 patch=$4 key dir src work
-  key="$name-$ver-$BACKEND-$(recipe_hash "$args")"
+  key="$name-$ver-$BACKEND-$(recipe_hash "$args" ${5:+"patches-$5"})"
   dir="$CACHE/wheels/$key"
   if ls "$dir"/*.whl >/dev/null 2>&1; then ls "$dir"/*.whl; return; fi
   echo "building $name $ver for $BACKEND (cache miss: $key); this takes minutes" >&2
@@ -47,8 +48,9 @@ build_one() { # build_one NAME VERSION CMAKE_ARGS PATCH_FUNC
   ls "$dir"/*.whl
 }
 
-patch_llama() { # install every CPU-variant backend library beside libggml, where we load them from
-  local tree=$1
+patch_llama() { # the llama.cpp source patches, and every CPU-variant backend library installed beside
+  local tree=$1 # libggml, where we load them from
+  patch_llama_cpp "$tree/vendor/llama.cpp"
   grep -q CHIMERA_CPU_VARIANTS "$tree/CMakeLists.txt" && return
   sed -i 's|^    llama_cpp_python_install_target(ggml-cpu)$|&\
     # CHIMERA_CPU_VARIANTS: dynamic CPU backends (GGML_CPU_ALL_VARIANTS)\
@@ -59,5 +61,5 @@ patch_llama() { # install every CPU-variant backend library beside libggml, wher
 }
 no_patch() { :; }
 
-build_one llama-cpp-python "$LLAMA_CPP_PYTHON_VERSION" "$(llama_cmake_args "$BACKEND")" patch_llama
+build_one llama-cpp-python "$LLAMA_CPP_PYTHON_VERSION" "$(llama_cmake_args "$BACKEND")" patch_llama "$LLAMA_PATCH_REV"
 build_one stable-diffusion-cpp-python "$SD_CPP_PYTHON_VERSION" "$(sd_cmake_args "$BACKEND")" no_patch
