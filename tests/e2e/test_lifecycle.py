@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -73,6 +74,26 @@ def test_shutdown_timeout_cancels_stragglers(start_server: type[Server], smollm:
     assert 0 < int(got.get("lines", 0)) < 2000, got  # type: ignore[call-overload]
     error_event, done = got["last"]  # type: ignore[misc]
     assert "shutting down" in error_event and done == "data: [DONE]"
+
+
+def test_sigterm_right_after_clients_leave_exits_cleanly(start_server: type[Server], smollm: Path) -> None:
+    """Clients drop their streams and SIGTERM follows at once: the engine thread is still inside a
+    decode when the server winds down, and the process must wait for it rather than exit under it
+    (which died with SIGSEGV)."""
+    for _ in range(3):
+        s = start_server("-m", str(smollm), "-np", "4", "-c", "4096").wait_ready()
+        readers = []  # an abandoned line iterator would close its connection early
+        with httpx.Client(base_url=s.base, timeout=60) as http, contextlib.ExitStack() as streams:
+            for i in range(3):
+                r = streams.enter_context(http.stream("POST", "/v1/chat/completions", json={
+                    "messages": [{"role": "user", "content": f"Story {i}"}], "max_tokens": 900,
+                    "ignore_eos": True, "stream": True}))
+                readers.append(r.iter_lines())
+                for line in readers[-1]:
+                    if '"content":"' in line and '"content":""' not in line:
+                        break
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(30) == 0
 
 
 def test_second_sigint_exits_at_once(start_server: type[Server], smollm: Path) -> None:

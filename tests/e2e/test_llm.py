@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -178,6 +179,34 @@ def test_eight_concurrent_streams_complete_together(server: Server) -> None:
     watcher.join()
     assert results == {i: 48 for i in range(8)}
     assert max(seen_busy) >= 6, f"slots busy at once: {max(seen_busy)}"
+
+
+def test_concurrent_streams_take_adjacent_slots(server: Server) -> None:
+    """A decode computes attention over every slot between the lowest and highest busy one, so
+    new requests go next to the busy slots rather than to whichever cache matches a token more."""
+    def short(i: int) -> None:
+        server.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": f"Note {i * 37}: {'word ' * i}"}], max_tokens=2)
+
+    fill = [threading.Thread(target=short, args=(i,)) for i in range(8)]  # a cache in every slot
+    for t in fill:
+        t.start()
+    for t in fill:
+        t.join(60)
+    readers = []  # kept: an abandoned line iterator closes its connection, which ends the request
+    with httpx.Client(base_url=server.base, timeout=60) as http, contextlib.ExitStack() as streams:
+        for i in range(3):
+            r = streams.enter_context(http.stream("POST", "/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": f"Request {i * 11}: a story"}], "max_tokens": 900,
+                "ignore_eos": True, "stream": True,
+            }))
+            assert r.status_code == 200
+            readers.append(r.iter_lines())
+            for line in readers[-1]:
+                if line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
+                    break
+        busy = sorted(s["id"] for s in http.get("/slots").json() if s["is_processing"])
+        assert len(busy) == 3 and busy[-1] - busy[0] == 2, f"busy slots: {busy}"
 
 
 def test_disconnect_frees_slot_for_next_request(server: Server) -> None:

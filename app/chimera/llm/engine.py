@@ -35,19 +35,12 @@ from .model import Model
 from .sampling import build_chain
 from .sequence import Delta, Finished, Sequence
 from .doorbell import Doorbell
+from .placement import choose_slot
 from .stepper import Slot, Stepper
 
 log = logging.getLogger("chimera.engine")
 
 Event = tuple[Sequence, Delta | Finished]
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class Engine:
@@ -75,11 +68,14 @@ class Engine:
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.jobs: collections.deque[tuple[Callable[[], Any], Callable[[Any, BaseException | None], None]]] = collections.deque()
         self._work = threading.Event()
+        self._idle = threading.Event()  # cleared while the engine thread runs
+        self._idle.set()
         self._stop = False
         self._abort: ChimeraError | None = None
         self._outbox: list[Event] = []
         self._bell = Doorbell()
-        self._gen_window: collections.deque[tuple[float, int]] = collections.deque()
+        # (time, tokens) per step, for tokens/s over the last second; bounded, since nothing may scrape
+        self._gen_window: collections.deque[tuple[float, int]] = collections.deque(maxlen=8192)
         metrics.total_slots.set(self.n_slots)
 
     # -- loading ----------------------------------------------------------------------------
@@ -236,6 +232,10 @@ class Engine:
         finally:
             self._stop = True
             self._work.set()
+            # the thread ends after its current step: wait for that, or the process could exit
+            # (and unload the native libraries) under a running decode, which dies with SIGSEGV
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._idle.wait, 120)
 
     def _deliver(self, events: list[Event]) -> None:
         """Trio thread: put a step's events into the requests' channels."""
@@ -254,6 +254,13 @@ class Engine:
 
     # -- the engine thread ------------------------------------------------------------------
     def _thread_main(self) -> None:
+        self._idle.clear()
+        try:
+            self._loop()
+        finally:
+            self._idle.set()
+
+    def _loop(self) -> None:
         # a short GIL switch interval: the engine thread gets the GIL back quickly after a decode
         # even while the trio thread is busy with HTTP work
         sys.setswitchinterval(0.0005)
@@ -359,9 +366,10 @@ class Engine:
                     return
                 self._apply_lora(seq.lora_key)
             self.waiting.popleft()
-            usable = [s for s in free if s.lora_key == seq.lora_key]  # KV made under other adapters is stale
-            best = max(free, key=lambda s: (_common_prefix(s.cache, seq.prompt) if s in usable else 0, -len(s.cache)))
-            keep = _common_prefix(best.cache, seq.prompt) if seq.cache_prompt and best in usable else 0
+            # KV made under other adapters is stale; without cache_prompt nothing is reused
+            usable = [s for s in free if s.lora_key == seq.lora_key] if seq.cache_prompt else []
+            busy = [s.id for s in self.slots if s.seq is not None]
+            best, keep = choose_slot(free, busy, seq.prompt, usable)
             keep = min(keep, len(seq.prompt) - 1)  # always evaluate one token for its logits
             for m in seq.media.values():  # never resume inside a media chunk
                 if m.start < keep < m.start + m.n_tokens:
