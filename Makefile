@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(BACKEND)
 ARGS    ?=
 
-.PHONY: setup serve test test-unit models bench binary binary-onefile test-binary release lint clean
+.PHONY: setup serve test test-unit models bench bench-gpu binary binary-onefile test-binary release lint clean
 
 $(STAMP): pyproject.toml native/versions.env native/cmake-args.sh native/patches.sh native/build-wheels.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,15 @@ test-unit: setup
 bench: setup models
 	$(BIN)/python tests/bench/run.py --write docs/benchmarks.md $(BENCH_ARGS)
 	$(BIN)/python tests/bench/persist.py
+
+# the GPU comparison (a CUDA toolkit and an NVIDIA GPU): CUDA wheels, a random Llama-3.2-1B-shaped
+# f16 model, llama-server and llama-batched-bench built with CUDA, 1 / 8 / 32 streaming clients
+RANDOM_1B := $(HOME)/.cache/chimera/bench/random-llama-3.2-1b-f16.gguf
+bench-gpu:
+	$(MAKE) setup BACKEND=cuda
+	test -f $(RANDOM_1B) || (mkdir -p $(dir $(RANDOM_1B)) && $(BIN)/python tests/bench/random_model.py $(RANDOM_1B))
+	$(BIN)/python tests/bench/run.py --backend cuda --batched-bench --model $(RANDOM_1B) --parallel 32 \
+	  --ctx 32768 --concurrency 1 8 32 --write docs/benchmarks.md $(BENCH_ARGS)
 
 # dist/chimera: one file (packaging/README.md). BACKEND=cuda|vulkan builds from those wheels.
 PYINSTALLER := pyinstaller==6.22.3 pyinstaller-hooks-contrib==2026.9

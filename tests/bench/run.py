@@ -154,10 +154,21 @@ def measure(servers: list[Proc], args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def gpu_name(args: argparse.Namespace) -> str:
+    if args.backend != "cuda":
+        return f", {args.backend}" if args.backend != "cpu" else ""
+    try:
+        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                               text=True, timeout=30).stdout.strip().splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        names = []
+    return f", GPU {names[0]} (CUDA, `-ngl {args.gpu_layers}`)" if names else ", CUDA"
+
+
 def table(ls: dict[str, Any], ch: dict[str, Any], args: argparse.Namespace) -> str:
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
     lines = [
-        f"Machine: {cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
+        f"Machine: {cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB{gpu_name(args)}; "
         f"{time.strftime('%Y-%m-%d')}. Model: {Path(args.model).name}; `-np {args.parallel} -c {args.ctx} -t {args.threads}`; "
         f"streaming chat, {args.max_tokens} tokens per request, `ignore_eos`, distinct prompts, clients starting 0.2 s "
         f"apart; the load generator runs on the same machine. Medians of {args.reps} interleaved repetitions "
@@ -190,6 +201,32 @@ def table(ls: dict[str, Any], ch: dict[str, Any], args: argparse.Namespace) -> s
     return "\n".join(lines)
 
 
+def build_tool(backend: str, tool: str) -> str:
+    """llama-server or llama-batched-bench from the same llama.cpp and flags as chimera's wheel."""
+    out = subprocess.run([str(REPO / "native/build-llama-server.sh"), backend, tool], check=True,
+                         capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+def batched_bench(args: argparse.Namespace) -> list[tuple[int, float]]:
+    """Generation tok/s of llama.cpp's own batched loop, with no server around it, for each
+    concurrency: the most any server could get out of the engine."""
+    exe = build_tool(args.backend, "llama-batched-bench")
+    argv = [exe, "-m", args.model, "-c", str(args.ctx), "-b", "2048", "-ub", "512", "-t", str(args.threads),
+            "-npp", "64", "-ntg", str(args.max_tokens), "-npl", ",".join(str(c) for c in args.concurrency)]
+    if args.backend != "cpu":
+        argv += ["-ngl", str(args.gpu_layers)]
+    env = dict(os.environ, LD_LIBRARY_PATH=str(Path(exe).parent))
+    text = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
+    rows = []
+    for line in text.splitlines():  # |    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s | ...
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 8 and cells[0].isdigit():
+            rows.append((int(cells[2]), float(cells[7])))
+    print(f"llama-batched-bench: {rows}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
@@ -203,16 +240,22 @@ def main() -> None:
     ap.add_argument("--prefix-tokens", type=int, default=2000)
     ap.add_argument("--reps", type=int, default=7, help="interleaved repetitions (medians are reported)")
     ap.add_argument("--write", default=None, help="markdown file whose bench section is replaced")
+    ap.add_argument("--backend", choices=["cpu", "cuda", "vulkan"], default="cpu",
+                    help="the anchor's build; chimera runs from this environment (make setup BACKEND=...)")
+    ap.add_argument("--gpu-layers", type=int, default=999, help="-ngl for both servers when the backend is a GPU")
+    ap.add_argument("--batched-bench", action="store_true", help="also run llama-batched-bench as the engine's limit")
     args = ap.parse_args()
     if args.model is None:
         from chimera.models import prepare
 
         args.model = str(prepare("llm"))
-    server_bin = subprocess.run([str(REPO / "native/build-llama-server.sh"), "cpu"], check=True,
-                                capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    server_bin = build_tool(args.backend, "llama-server")
     common = ["-m", args.model, "-np", str(args.parallel), "-c", str(args.ctx), "-t", str(args.threads),
               "-b", "2048", "-ub", "512", "--host", "127.0.0.1"]
+    if args.backend != "cpu":
+        common += ["-ngl", str(args.gpu_layers)]
     print(f"llama-server: {server_bin}", flush=True)
+    engine_limit = batched_bench(args) if args.batched_bench else None
     servers = [
         start_server("llama-server", lambda port: [server_bin, *common, "--port", str(port), "--no-webui"]),
         start_server("chimera", lambda port: [sys.executable, "-m", "chimera", "serve", *common, "--port", str(port)]),
@@ -224,11 +267,18 @@ def main() -> None:
             p.stop()
     ls, ch = res["llama-server"], res["chimera"]
     md = table(ls, ch, args)
+    if engine_limit:
+        md += "\n- The engine's own limit (`llama-batched-bench`, the same model and flags, " \
+              f"{args.max_tokens} tokens generated per sequence): " + \
+              ", ".join(f"{n} sequences {tg:.0f} tok/s" for n, tg in engine_limit) + "."
     print("\n" + md)
     if args.write:
         path = Path(args.write)
-        text = path.read_text() if path.exists() else "<!-- bench:cpu:start -->\n<!-- bench:cpu:end -->\n"
-        new = re.sub(r"(<!-- bench:cpu:start -->\n).*?(<!-- bench:cpu:end -->)", lambda m: m.group(1) + md + "\n" + m.group(2),
+        tag = f"bench:{args.backend}"
+        text = path.read_text() if path.exists() else ""
+        if f"<!-- {tag}:start -->" not in text:
+            text += f"\n<!-- {tag}:start -->\n<!-- {tag}:end -->\n"
+        new = re.sub(rf"(<!-- {tag}:start -->\n).*?(<!-- {tag}:end -->)", lambda m: m.group(1) + md + "\n" + m.group(2),
                      text, flags=re.S)
         path.write_text(new)
 
