@@ -227,39 +227,52 @@ def batched_bench(args: argparse.Namespace) -> list[tuple[int, float]]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=None)
+def add_server_args(ap: argparse.ArgumentParser) -> None:
+    """The flags both servers are started with, the same for each."""
+    ap.add_argument("--model", default=None, help="default: the prepared SmolLM2")
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--ctx", type=int, default=8 * 2560)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--backend", choices=["cpu", "cuda", "vulkan"], default="cpu",
+                    help="the anchor's build; chimera runs from this environment (make setup BACKEND=...)")
+    ap.add_argument("--gpu-layers", type=int, default=999, help="-ngl for both servers when the backend is a GPU")
+
+
+def server_argvs(args: argparse.Namespace, names: tuple[str, ...] = ("llama-server", "chimera")) -> dict[str, Any]:
+    """name → (port → argv) for each server, on the same model and flags (fills in args.model)."""
+    if args.model is None:
+        from chimera.models import prepare
+
+        args.model = str(prepare("llm"))
+    common = ["-m", args.model, "-np", str(args.parallel), "-c", str(args.ctx), "-t", str(args.threads),
+              "-b", "2048", "-ub", "512", "--host", "127.0.0.1"]
+    if args.backend != "cpu":
+        common += ["-ngl", str(args.gpu_layers)]
+    out: dict[str, Any] = {}
+    if "llama-server" in names:
+        server_bin = build_tool(args.backend, "llama-server")
+        print(f"llama-server: {server_bin}", flush=True)
+        out["llama-server"] = lambda port: [server_bin, *common, "--port", str(port), "--no-webui"]
+    if "chimera" in names:
+        out["chimera"] = lambda port: [sys.executable, "-m", "chimera", "serve", *common, "--port", str(port)]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    add_server_args(ap)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--rounds", type=int, default=3, help="requests per client")
     ap.add_argument("--min-requests", type=int, default=16)
     ap.add_argument("--prefix-tokens", type=int, default=2000)
     ap.add_argument("--reps", type=int, default=7, help="interleaved repetitions (medians are reported)")
     ap.add_argument("--write", default=None, help="markdown file whose bench section is replaced")
-    ap.add_argument("--backend", choices=["cpu", "cuda", "vulkan"], default="cpu",
-                    help="the anchor's build; chimera runs from this environment (make setup BACKEND=...)")
-    ap.add_argument("--gpu-layers", type=int, default=999, help="-ngl for both servers when the backend is a GPU")
     ap.add_argument("--batched-bench", action="store_true", help="also run llama-batched-bench as the engine's limit")
     args = ap.parse_args()
-    if args.model is None:
-        from chimera.models import prepare
-
-        args.model = str(prepare("llm"))
-    server_bin = build_tool(args.backend, "llama-server")
-    common = ["-m", args.model, "-np", str(args.parallel), "-c", str(args.ctx), "-t", str(args.threads),
-              "-b", "2048", "-ub", "512", "--host", "127.0.0.1"]
-    if args.backend != "cpu":
-        common += ["-ngl", str(args.gpu_layers)]
-    print(f"llama-server: {server_bin}", flush=True)
+    argvs = server_argvs(args)
     engine_limit = batched_bench(args) if args.batched_bench else None
-    servers = [
-        start_server("llama-server", lambda port: [server_bin, *common, "--port", str(port), "--no-webui"]),
-        start_server("chimera", lambda port: [sys.executable, "-m", "chimera", "serve", *common, "--port", str(port)]),
-    ]
+    servers = [start_server(name, argvs[name]) for name in ("llama-server", "chimera")]
     try:
         res = measure(servers, args)
     finally:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -20,7 +19,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from load import run_load  # noqa: E402
-from run import REPO, start_server  # noqa: E402
+from run import add_server_args, server_argvs, start_server  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -55,30 +54,12 @@ def profile(pid: int, base: str, c: int, requests: int, max_tokens: int, first_i
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--parallel", type=int, default=8)
-    ap.add_argument("--ctx", type=int, default=8 * 2560)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--max-tokens", type=int, default=64)
+    add_server_args(ap)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--requests", type=int, default=24)
     ap.add_argument("--only", choices=["chimera", "llama-server"], default=None)
     args = ap.parse_args()
-    if args.model is None:
-        from chimera.models import prepare
-
-        args.model = str(prepare("llm"))
-    common = ["-m", args.model, "-np", str(args.parallel), "-c", str(args.ctx), "-t", str(args.threads),
-              "-b", "2048", "-ub", "512", "--host", "127.0.0.1"]
-    argvs = {
-        "chimera": lambda port: [sys.executable, "-m", "chimera", "serve", *common, "--port", str(port)],
-    }
-    if args.only != "chimera":
-        server_bin = subprocess.run([str(REPO / "native/build-llama-server.sh"), "cpu"], check=True,
-                                    capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        argvs["llama-server"] = lambda port: [server_bin, *common, "--port", str(port), "--no-webui"]
-    if args.only:
-        argvs = {args.only: argvs[args.only]}
+    argvs = server_argvs(args, (args.only,) if args.only else ("chimera", "llama-server"))
     index = 0
     for name, argv in argvs.items():
         p = start_server(name, argv)
