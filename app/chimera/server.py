@@ -28,6 +28,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from .config import Settings
 from .errors import ConfigError, Unavailable, leaf_error
 from .http.app import create_app
+from .http.asgi import ConnectionGuard
 from .logs import setup_logging
 from .services import Lifecycle, Services
 
@@ -53,7 +54,7 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     cfg.bind = [f"{host}:{settings.port}"]
     cfg.graceful_timeout = settings.shutdown_timeout
-    cfg.keep_alive_timeout = 30
+    cfg.keep_alive_timeout = settings.keep_alive_timeout  # also bounds how long request headers may take
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")  # type: ignore[assignment]
     cfg.h11_max_incomplete_size = 64 * 1024
@@ -76,6 +77,10 @@ def resolve_model(settings: Settings) -> Path:
     return prepare("llm", default_models_dir(settings.models_dir))
 
 
+# an answer given before the request body was read waits for up to this much more of it (then
+# the connection is closed instead): see http/asgi.py
+DRAIN_BYTES = 256 * 1024 * 1024
+DRAIN_SECONDS = 30.0
 RANK_POOLING = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK
 
 
@@ -205,12 +210,17 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
         async with trio.open_nursery() as http:
             binds = await http.start(
                 partial(
-                    hypercorn_serve, app, _hypercorn_config(settings),
+                    hypercorn_serve, ConnectionGuard(app, drain_bytes=DRAIN_BYTES, drain_seconds=DRAIN_SECONDS),
+                    _hypercorn_config(settings),
                     shutdown_trigger=services.lifecycle.shutdown_requested.wait,
                 )
             )
             port = int(binds[0].rsplit(":", 1)[1]) if binds else settings.port
-            print(f"chimera: listening on http://{settings.host}:{port}", file=sys.stderr, flush=True)
+            url = f"http://{settings.host}:{port}"
+            if settings.log_format == "json":  # every line of a JSON log is a JSON object
+                log.info("listening on %s", url, extra={"url": url})
+            else:
+                print(f"chimera: listening on {url}", file=sys.stderr, flush=True)
             task_status.started(port)
             nursery.start_soon(_end_stragglers, services)
         log.info("shutdown complete")
