@@ -1,4 +1,5 @@
-"""Shared fixtures: real models prepared by chimera's own code, and real server processes."""
+"""Shared fixtures: real models prepared by chimera's own code, tiny random-weight models generated
+by tests/models, and real server processes."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import httpx
 import openai
 import pytest
 
+from models import tiny_model, tiny_sd_set
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_MODELS = REPO.parent / "shared" / "models"
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +44,8 @@ def minilm(models_dir: Path) -> Path:
 
 
 def shared_model(name: str) -> Path:
-    path = SHARED_MODELS / name
-    if not path.exists():
-        pytest.skip(f"{name} is only in ../shared/models, which is not present")
-    return path
+    """A tiny random-weight model (a name in tests/models MODELS), generated on first use and cached."""
+    return tiny_model(name)
 
 
 def free_port() -> int:
@@ -87,6 +87,7 @@ class Server:
         raise AssertionError(f"server not ready after {timeout}s:\n{self.output()}")
 
     def client(self, **kw: object) -> openai.OpenAI:
+        kw.setdefault("_strict_response_validation", True)  # the SDK checks every response against its types
         return openai.OpenAI(base_url=self.base + "/v1", api_key=self.api_key, max_retries=0, timeout=120, **kw)  # type: ignore[arg-type]
 
     def http(self) -> httpx.Client:
@@ -140,10 +141,10 @@ def whisper_model(models_dir: Path) -> Path:
     return prepare("whisper", models_dir)
 
 
-# --- image generation: the synthetic FLUX.2-klein set in ../shared/models/sd (see its README) ---
+# --- image generation: the synthetic FLUX.2-klein set that tests/models/tiny_sd.py writes ---
 @pytest.fixture(scope="session")
 def sd_models() -> Path:
-    return shared_model("sd")
+    return tiny_sd_set()
 
 
 def sd_args(sd: Path, *extra: str) -> list[str]:

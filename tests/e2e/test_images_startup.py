@@ -4,26 +4,17 @@ several workers, and `chimera sd` sharing the server's implementation."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import numpy as np
 from PIL import Image
 
 from conftest import REPO, Server, sd_args
-
-
-def _maker(sd_models: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_tiny_sd_models", sd_models / "make_tiny_sd_models.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from models.tiny_sd import lora_tensors, write_safetensors
 
 
 def _refused(s: Server, timeout: float = 120) -> str:
@@ -35,18 +26,16 @@ def _refused(s: Server, timeout: float = 120) -> str:
 
 def test_lora_that_does_not_fit_is_refused_before_serving(start_server: type[Server], smollm: Path, sd_models: Path,
                                                           tmp_path: Path) -> None:
-    m = _maker(sd_models)
     bad = tmp_path / "bad-shape.safetensors"  # img_in takes 128 inputs; this adapter says 64
-    m.write_safetensors(str(bad), m.lora_tensors([("img_in", 128, 64), ("final_layer.linear", 64, 128)]))
+    write_safetensors(bad, lora_tensors([("img_in", 128, 64), ("final_layer.linear", 64, 128)]))
     out = _refused(start_server("-m", str(smollm), *sd_args(sd_models, "--sd-lora", f"bad={bad}")))
     assert "--sd-lora refused: bad=" in out and "GGML_ASSERT" in out, out
 
 
 def test_lora_that_matches_nothing_or_is_garbage_is_refused(start_server: type[Server], smollm: Path, sd_models: Path,
                                                             tmp_path: Path) -> None:
-    m = _maker(sd_models)
     nomatch = tmp_path / "nomatch.safetensors"
-    m.write_safetensors(str(nomatch), m.lora_tensors([("no_such_module", 128, 128)]))
+    write_safetensors(nomatch, lora_tensors([("no_such_module", 128, 128)]))
     out = _refused(start_server("-m", str(smollm), *sd_args(sd_models, "--sd-lora", f"nm={nomatch}")))
     assert "nm=" in out and "changes nothing" in out, out
     garbage = tmp_path / "garbage.safetensors"
