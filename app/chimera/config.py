@@ -51,7 +51,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("allow_host", ("--allow-host",), "extra Host header values accepted (DNS-rebinding protection); '*' for any", kind="list"),
     Option("max_body_size", ("--max-body-size",), "largest request body in bytes (default 104857600)"),
     Option("shutdown_timeout", ("--shutdown-timeout",), "seconds in-flight requests get to finish on shutdown (default 10)"),
-    Option("keep_alive_timeout", ("--keep-alive-timeout",), "seconds an idle connection stays open, and that a client gets to send a request's headers (default 30)"),
+    Option("keep_alive_timeout", ("--keep-alive-timeout",), "seconds an idle connection stays open, and that a client gets to send a request's headers (default 5, as llama-server)"),
     Option("embeddings", ("--embeddings",), "enable /v1/embeddings on the main model", kind="flag"),
     Option("rerank_model", ("--rerank-model",), "a cross-encoder GGUF loaded beside the main model for /v1/rerank", metavar="PATH"),
     Option("reranking", ("--reranking",), "the main model is a reranker: serve /v1/rerank from it", kind="flag"),
@@ -121,7 +121,7 @@ class Settings(BaseModel):
     allow_host: tuple[str, ...] = ()
     max_body_size: int = Field(100 * 1024 * 1024, ge=1024)
     shutdown_timeout: float = Field(10.0, ge=0)
-    keep_alive_timeout: float = Field(30.0, gt=0)
+    keep_alive_timeout: float = Field(5.0, gt=0)
     embeddings: bool = False
     whisper_model: Path | None = None
     whisper_workers: int = Field(1, ge=1, le=64)

@@ -12,6 +12,7 @@ import json
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
@@ -94,10 +95,52 @@ def sqlite_info() -> dict[str, Any]:
     return out
 
 
-def collect_info(settings: Settings, engines: dict[str, Any] | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Live:
+    """What a running server adds to the report; `chimera info` (no server) has none of it."""
+
+    uptime_s: float | None = None
+    ready: bool = False
+    model: dict[str, Any] | None = None
+    audio: Any = None  # the AudioPool once its workers are up
+    rag: Any = None  # the RagService once its embedder is loaded
+    images: Any = None  # the ImagePool once its workers are up
+
+
+def modalities(st: Settings, live: Live) -> dict[str, Any]:
+    """Speech-to-text, vector stores and images: configured or not, and whether they are up."""
+    audio = None
+    if st.whisper_model is not None:
+        pool = live.audio
+        audio = {"model": str(st.whisper_model), "workers": st.whisper_workers, "threads": st.whisper_threads,
+                 "ready": pool is not None, "multilingual": pool.multilingual if pool is not None else None,
+                 "restarts": pool.restarts if pool is not None else 0}
+    rag = None
+    if live.rag is not None:
+        r = live.rag
+        rag = {"db": str(r.path), "embedding_model": r.model_name, "dimension": r.dim,
+               "chunk_tokens": r.chunk_tokens, "chunk_overlap": r.overlap, "ready": True}
+    elif st.rag_model is not None or st.embeddings:
+        rag = {"db": str(st.rag_db_path()), "embedding_model": str(st.rag_model) if st.rag_model else None,
+               "dimension": None, "chunk_tokens": st.rag_chunk_tokens, "chunk_overlap": st.rag_chunk_overlap,
+               "ready": False}
+    images = None
+    if st.sd_enabled():
+        pool = live.images
+        images = {"model": str(st.sd_model or st.sd_diffusion_model), "workers": st.sd_workers, "threads": st.sd_threads,
+                  "ready": pool is not None, "restarts": pool.restarts if pool is not None else 0}
+    return {"speech_to_text": audio, "vector_stores": rag, "images": images}
+
+
+def collect_info(settings: Settings, engines: dict[str, Any] | None = None, live: Live | None = None) -> dict[str, Any]:
+    """The whole report; the same keys from `chimera info` and `GET /v1/chimera/info`."""
     from .llm import native
 
+    live = live or Live()
     llama = native.describe()
+    model = live.model
+    if model is None and settings.model is not None:
+        model = {"id": settings.alias or settings.model.name.removesuffix(".gguf"), "path": str(settings.model)}
     return {
         "chimera": __version__,
         "python": platform.python_version(),
@@ -107,4 +150,8 @@ def collect_info(settings: Settings, engines: dict[str, Any] | None = None) -> d
         "engines": engines if engines is not None else probe_engines(),
         "sqlite": sqlite_info(),
         "settings": settings.redacted(),
+        "uptime_s": live.uptime_s,
+        "ready": live.ready,
+        "model": model,
+        **modalities(settings, live),
     }

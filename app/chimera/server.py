@@ -37,6 +37,12 @@ if TYPE_CHECKING:
     from .images.setup import ImageSetup
 
 log = logging.getLogger("chimera")
+# after --shutdown-timeout, ended generations get this long to write their last event
+FLUSH_SECONDS = 2.0
+# an answer given before the request body was read waits for up to this much more of it (then
+# the connection is closed instead): see http/asgi.py
+DRAIN_BYTES = 256 * 1024 * 1024
+DRAIN_SECONDS = 30.0
 
 
 async def watch_signals(lifecycle: Lifecycle) -> None:
@@ -53,7 +59,7 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     cfg = HypercornConfig()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     cfg.bind = [f"{host}:{settings.port}"]
-    cfg.graceful_timeout = settings.shutdown_timeout
+    cfg.graceful_timeout = settings.shutdown_timeout + FLUSH_SECONDS
     cfg.keep_alive_timeout = settings.keep_alive_timeout  # also bounds how long request headers may take
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")  # type: ignore[assignment]
@@ -77,10 +83,6 @@ def resolve_model(settings: Settings) -> Path:
     return prepare("llm", default_models_dir(settings.models_dir))
 
 
-# an answer given before the request body was read waits for up to this much more of it (then
-# the connection is closed instead): see http/asgi.py
-DRAIN_BYTES = 256 * 1024 * 1024
-DRAIN_SECONDS = 30.0
 RANK_POOLING = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK
 
 
@@ -228,11 +230,11 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
 
 
 async def _end_stragglers(services: Services) -> None:
-    """Shortly before the grace period ends, end unfinished generations with a clear error, so
-    their clients get a final error event instead of a cut connection."""
+    """When the grace period ends, end unfinished generations with a clear error; hypercorn
+    gives their streams FLUSH_SECONDS more to write it, so clients get a final error event
+    instead of a cut connection."""
     await services.lifecycle.shutdown_requested.wait()
-    grace = services.settings.shutdown_timeout
-    await trio.sleep(max(0.0, grace - min(0.25, grace / 2)))
+    await trio.sleep(services.settings.shutdown_timeout)
     if services.engine is not None:
         services.engine.abort_all(Unavailable("the server is shutting down", retry_after=5, code="shutting_down"))
 

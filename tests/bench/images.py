@@ -125,7 +125,7 @@ def throughput(c: Chimera, clients: int, per_client: int, size: int, steps: int)
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sd-dir", type=Path, default=REPO.parent / "shared" / "models" / "sd")
+    ap.add_argument("--sd-dir", type=Path, default=None, help="default: the tiny set tests/models generates")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
@@ -133,6 +133,11 @@ def main() -> None:
     ap.add_argument("--threads-two", type=int, default=1, help="threads per worker of the 2-worker server")
     a = ap.parse_args()
     sd = a.sd_dir
+    if sd is None:
+        sys.path.insert(0, str(REPO / "tests"))
+        from models import tiny_sd_set
+
+        sd = tiny_sd_set()
     cfg = {"model": str(sd / "tiny-flux2-klein.ckpt"), "taesd": str(sd / "tiny-taef2.ckpt"), "threads": a.threads,
            "size": a.size, "steps": a.steps}
     anchor, one, two = Anchor(cfg), Chimera(sd, a.threads, 1), Chimera(sd, a.threads_two, 2)

@@ -194,7 +194,7 @@ def test_anthropic_and_responses_traffic_saved(start_server: type[Server], smoll
     import openai
 
     s = start_server("-m", str(smollm), "--persist-chats", "--chat-db", str(tmp_path / "p.db")).wait_ready()
-    claude = anthropic.Anthropic(base_url=s.base, api_key="none", max_retries=0)
+    claude = anthropic.Anthropic(base_url=s.base, api_key="none", max_retries=0, _strict_response_validation=True)
     raw = claude.messages.with_raw_response.create(model="m", max_tokens=8, messages=[{"role": "user", "content": "Hello Claude"}])
     msg = raw.parse()
     cid = raw.headers[HEADER]
@@ -203,7 +203,7 @@ def test_anthropic_and_responses_traffic_saved(start_server: type[Server], smoll
         final = st.get_final_message()
         scid = st.response.headers[HEADER]
     assert saved(s.base, scid)["messages"][-1]["content"] == final.content[0].text
-    client = openai.OpenAI(base_url=s.base + "/v1", api_key="none", max_retries=0)
+    client = openai.OpenAI(base_url=s.base + "/v1", api_key="none", max_retries=0, _strict_response_validation=True)
     rraw = client.responses.with_raw_response.create(model="m", input="Hello responses", max_output_tokens=8)
     resp = rraw.parse()
     assert saved(s.base, rraw.headers[HEADER])["messages"][-1]["content"] == resp.output_text
@@ -212,14 +212,19 @@ def test_anthropic_and_responses_traffic_saved(start_server: type[Server], smoll
 def test_list_pagination_with_cursor(start_server: type[Server], smollm: Path, tmp_path: Path) -> None:
     s = start_server("-m", str(smollm), "--persist-chats", "--chat-db", str(tmp_path / "pg.db")).wait_ready()
     ids = [chat(s.base, [{"role": "user", "content": f"page test {i}"}], max_tokens=2)[0] for i in range(5)]
-    seen, after = [], None
-    while True:
-        params = {"limit": 2} | ({"after": after} if after else {})
+    seen, cursor = [], None
+    for _ in range(5):  # a page's next_cursor goes back as cursor
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
         page = httpx.get(s.base + "/v1/chimera/chats", params=params).json()
         seen += [c["id"] for c in page["data"]]
         if not page["has_more"]:
+            assert page["next_cursor"] is None
             break
-        after = page["next_cursor"]
+        cursor = page["next_cursor"]
     assert seen == ids[::-1], "newest first, every chat once"
+    first = httpx.get(s.base + "/v1/chimera/chats", params={"limit": 2}).json()
+    older = httpx.get(s.base + "/v1/chimera/chats", params={"limit": 2, "after": first["next_cursor"]}).json()
+    assert [c["id"] for c in older["data"]] == ids[::-1][2:4], "'after' is the older name for the cursor"
     assert httpx.get(s.base + "/v1/chimera/chats", params={"limit": 0}).status_code == 400
-    assert httpx.get(s.base + "/v1/chimera/chats", params={"after": "garbage"}).status_code == 400
+    bad = httpx.get(s.base + "/v1/chimera/chats", params={"cursor": "garbage"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "cursor"

@@ -151,3 +151,18 @@ def test_body_over_the_default_limit_gets_413(keyed: Server) -> None:
         r = c.post("/v1/chat/completions", content=b"x" * (110 * 1024 * 1024), headers={"Content-Type": "application/json"})
         assert r.status_code == 413, r.text
         assert c.post("/tokenize", json={"content": "after"}).status_code == 200
+
+
+def test_idle_keep_alive_connection_is_closed_after_the_timeout(server: Server) -> None:
+    """After a kept-alive exchange the idle timer runs again (it was lost when the end of the
+    response was cancelled, so idle connections stayed open for ever)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        for _ in range(3):
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            got = b""
+            while not got.endswith(b'"ok"}'):  # headers and body may come in separate reads
+                got += s.recv(4096)
+            assert got.startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert s.recv(4096) == b""
+        assert time.monotonic() - started < 12

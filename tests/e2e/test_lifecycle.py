@@ -48,6 +48,28 @@ def test_sigterm_lets_in_flight_request_finish(start_server: type[Server], smoll
     assert s.proc.wait(30) == 0
 
 
+def test_sigterm_with_an_idle_connection_finishes_the_stream_and_exits(start_server: type[Server], smollm: Path) -> None:
+    """Default grace period, two slots: an idle kept-alive connection is closed at once on
+    SIGTERM, the stream in flight finishes with 'length', and the process exits right after it
+    (an idle connection whose timer was lost held the exit to the end of the grace period)."""
+    s = start_server("-m", str(smollm), "-np", "2", "-c", "2048").wait_ready()
+    idle = httpx.Client(base_url=s.base, timeout=30)
+    assert idle.get("/health").status_code == 200  # leaves one kept-alive connection
+    client = s.client()
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Tell me a long story."}],
+        max_tokens=120, stream=True, extra_body={"ignore_eos": True})
+    chunks = iter(stream)
+    next(chunks)
+    s.proc.send_signal(signal.SIGTERM)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    ended = time.monotonic()
+    assert finish == ["length"]
+    assert s.proc.wait(30) == 0
+    assert time.monotonic() - ended < 3, "the exit waited for the idle connection"
+    idle.close()
+
+
 def test_shutdown_timeout_cancels_stragglers(start_server: type[Server], smollm: Path) -> None:
     s = start_server("-m", str(smollm), "--shutdown-timeout", "0.5", "-np", "1", "-c", "2048").wait_ready()
     got: dict[str, object] = {}
@@ -157,3 +179,31 @@ def test_not_a_model_reports_error_on_health(start_server: type[Server], tmp_pat
     assert r.status_code == 503 and "could not load" in r.json()["error"]
     chat = httpx.post(s.base + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert chat.status_code == 503
+
+
+def test_models_answer_503_until_the_chat_model_is_loaded(start_server: type[Server], smollm: Path, minilm: Path) -> None:
+    """Like llama-server: no 200 from /v1/models that lacks the chat model (the side models of a
+    server still loading were listed alone)."""
+    s = start_server("-m", str(smollm), "--rag-model", str(minilm), "--log-format", "json")
+    statuses = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(s.base + "/v1/models", timeout=2)
+        except httpx.HTTPError:
+            time.sleep(0.01)
+            continue
+        statuses.append(r.status_code)
+        if r.status_code == 200:
+            ids = [m["id"] for m in r.json()["data"]]
+            assert ids[0] == smollm.name.removesuffix(".gguf"), ids
+            break
+        assert r.status_code == 503 and r.json()["error"]["code"] == "loading"
+        assert r.headers["Retry-After"]
+    assert statuses[-1] == 200 and 503 in statuses, statuses
+    s.stop()
+    import json
+
+    lines = [ln for ln in s.output().splitlines() if ln.strip()]
+    records = [json.loads(ln) for ln in lines]  # --log-format json: every line is one JSON object
+    assert any(r["msg"].startswith("listening on") and r["url"] == s.base for r in records)

@@ -42,7 +42,7 @@ def test_missing_key_is_401_in_openai_shape(server: Server) -> None:
 
 
 def test_wrong_key_rejected_by_sdk(server: Server) -> None:
-    client = openai.OpenAI(base_url=server.base + "/v1", api_key="wrong", max_retries=0)
+    client = openai.OpenAI(base_url=server.base + "/v1", api_key="wrong", max_retries=0, _strict_response_validation=True)
     with pytest.raises(openai.AuthenticationError) as exc:
         client.models.list()
     assert exc.value.status_code == 401
@@ -143,6 +143,28 @@ def test_info_lists_real_versions(server: Server) -> None:
     assert info["engines"]["stable_diffusion_cpp"]["binding"] == importlib.metadata.version("stable-diffusion-cpp-python")
     assert info["settings"]["api_key"] == ["***"], "secrets are redacted"
     assert KEY not in str(info)
+
+
+def test_deeply_nested_json_is_400(server: Server) -> None:
+    for body in (b"[" * 5000, b'{"messages": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                 b'{"messages": [{"role": "user", "content": "x"}], "json_schema": ' + b'{"items": ' * 900 + b"{}" + b"}" * 901):
+        r = server.http().post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_info_cli_reports_the_same_keys_as_the_route(server: Server, smollm: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    route = server.http().get("/v1/chimera/info").json()
+    out = subprocess.run([sys.executable, "-m", "chimera", "info", "-m", str(smollm)], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    cli = json.loads(out)
+    assert set(cli) == set(route)
+    assert cli["ready"] is False and cli["uptime_s"] is None and route["ready"] is True
+    assert cli["model"]["path"] == route["model"]["path"] == str(smollm)
 
 
 def test_props(server: Server) -> None:

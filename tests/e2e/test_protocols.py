@@ -21,7 +21,7 @@ def server(smollm: Path) -> Iterator[Server]:
 
 @pytest.fixture
 def claude(server: Server) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.base, api_key="k-anthropic", max_retries=0)
+    return anthropic.Anthropic(base_url=server.base, api_key="k-anthropic", max_retries=0, _strict_response_validation=True)
 
 
 PERSON = {
@@ -60,10 +60,30 @@ def test_unsupported_schema_is_400_naming_it(server: Server) -> None:
         server.client().chat.completions.create(
             model="m", messages=[{"role": "user", "content": "x"}],
             response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {
-                "type": "object", "properties": {"n": {"type": "integer", "minimum": 3}, "s": {"not": {"type": "null"}}}}}},
+                "type": "object", "properties": {"n": {"type": "number", "minimum": 3}, "s": {"not": {"type": "null"}}}}}},
         )
     msg = exc.value.message
     assert "'minimum' at #/properties/n" in msg and "'not' at #/properties/s" in msg
+
+
+def test_integer_bounds_are_enforced(server: Server) -> None:
+    """minimum / maximum / exclusive bounds on integers constrain the output, as in llama-server."""
+    schema = {"type": "object", "properties": {
+        "age": {"type": "integer", "minimum": 18, "maximum": 65},
+        "floor": {"type": "integer", "exclusiveMinimum": -3, "exclusiveMaximum": 4},
+        "score": {"type": "integer", "minimum": 1000}}, "required": ["age", "floor", "score"]}
+    seen = set()
+    for seed in range(6):
+        r = server.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "Make up a person as JSON."}], max_tokens=80,
+            temperature=1.5, seed=seed, response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}})
+        obj = json.loads(r.choices[0].message.content or "")
+        assert 18 <= obj["age"] <= 65 and -3 < obj["floor"] < 4 and obj["score"] >= 1000, obj
+        seen.add(obj["age"])
+    empty = server.http().post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "integer", "minimum": 5, "maximum": 4}}}})
+    assert empty.status_code == 400 and "no value" in empty.json()["error"]["message"]
 
 
 def test_messages_create(claude: anthropic.Anthropic) -> None:
@@ -120,9 +140,19 @@ def test_count_tokens(claude: anthropic.Anthropic) -> None:
     msgs = [{"role": "user", "content": "How many tokens is this?"}]
     counted = claude.messages.count_tokens(model="m", messages=msgs)
     created = claude.messages.create(model="m", max_tokens=1, messages=msgs)
-    assert counted.input_tokens == created.usage.input_tokens
+    assert counted.input_tokens == created.usage.input_tokens + (created.usage.cache_read_input_tokens or 0)
     with_system = claude.messages.count_tokens(model="m", messages=msgs, system="A long system prompt about many things. " * 10)
     assert with_system.input_tokens > counted.input_tokens
+
+
+def test_cached_prompt_tokens_are_counted_once(claude: anthropic.Anthropic) -> None:
+    """input_tokens + cache_read_input_tokens is the prompt, as Anthropic counts it."""
+    msgs = [{"role": "user", "content": "A question asked twice, word for word, to hit the prompt cache."}]
+    counted = claude.messages.count_tokens(model="m", messages=msgs).input_tokens
+    claude.messages.create(model="m", max_tokens=1, messages=msgs)
+    again = claude.messages.create(model="m", max_tokens=1, messages=msgs).usage
+    assert again.cache_read_input_tokens and again.cache_read_input_tokens > 0
+    assert again.input_tokens + again.cache_read_input_tokens == counted
 
 
 def test_anthropic_errors_have_anthropic_shape(server: Server, claude: anthropic.Anthropic) -> None:
@@ -134,7 +164,7 @@ def test_anthropic_errors_have_anthropic_shape(server: Server, claude: anthropic
                    json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     assert "max_tokens" in r.json()["error"]["message"]
-    bad = anthropic.Anthropic(base_url=server.base, api_key="wrong", max_retries=0)
+    bad = anthropic.Anthropic(base_url=server.base, api_key="wrong", max_retries=0, _strict_response_validation=True)
     with pytest.raises(anthropic.AuthenticationError) as auth:
         bad.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
     assert auth.value.body["error"]["type"] == "authentication_error"

@@ -62,10 +62,19 @@ def test_chat_template_kwargs_reach_the_template(server: Server) -> None:
     assert bad.status_code == 400
 
 
+def test_apply_template_takes_chat_template_kwargs(server: Server) -> None:
+    http = server.http()
+    on = http.post("/apply-template", json={"messages": ASK}).json()["prompt"]
+    off = http.post("/apply-template", json={"messages": ASK, "chat_template_kwargs": {"enable_thinking": False}}).json()
+    assert not on.endswith("</think>\n\n") and off["prompt"].endswith("<think>\n\n</think>\n\n")
+    bare = http.post("/apply-template", json={"messages": ASK, "add_generation_prompt": False}).json()["prompt"]
+    assert not bare.rstrip().endswith("assistant")
+
+
 def test_anthropic_thinking_blocks(server: Server) -> None:
     import anthropic
 
-    claude = anthropic.Anthropic(base_url=server.base, api_key="none", max_retries=0)
+    claude = anthropic.Anthropic(base_url=server.base, api_key="none", max_retries=0, _strict_response_validation=True)
     extra = {"grammar": SHAPE, "temperature": 0.0}
     msg = claude.messages.create(model="m", max_tokens=60, messages=ASK, thinking={"type": "enabled", "budget_tokens": 1024},
                                  extra_body=extra)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import openai
 import pytest
 
@@ -85,6 +86,34 @@ def test_tool_result_round_trip(client: openai.OpenAI) -> None:
     r = client.chat.completions.create(model="m", messages=msgs, tools=TOOLS, tool_choice="none", max_tokens=20)
     assert r.choices[0].message.content and r.choices[0].message.tool_calls is None
     assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_calls_and_results_reach_a_template_without_tools(client: openai.OpenAI) -> None:
+    """SmolLM2's ChatML knows no tools: the earlier call and its result are rendered all the same."""
+    msgs = ASK + [
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees and sunny"},
+    ]
+    http = httpx.Client(base_url=str(client.base_url).removesuffix("/v1/"), timeout=60)
+    prompt = http.post("/apply-template", json={"messages": msgs, "tools": TOOLS}).json()["prompt"]
+    assert '"name": "get_weather"' in prompt and '"city": "Paris"' in prompt
+    assert "Result of get_weather: 18 degrees and sunny" in prompt
+
+
+def test_named_tool_choice_makes_exactly_one_call(client: openai.OpenAI) -> None:
+    """A forced named call ends after the call, at any temperature and with parallel calls allowed
+    (an unbounded list let the model repeat the call until max_tokens)."""
+    time_tool = [{"type": "function", "function": {"name": "get_time", "description": "Current time",
+                  "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]}}}]
+    for seed in range(4):
+        r = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "What time is it in Tokyo?"}], tools=time_tool,
+            tool_choice={"type": "function", "function": {"name": "get_time"}}, max_tokens=300, temperature=1.0, seed=seed)
+        c = r.choices[0]
+        assert c.finish_reason == "tool_calls", (seed, c)
+        assert c.message.tool_calls and len(c.message.tool_calls) == 1
+        assert isinstance(json.loads(c.message.tool_calls[0].function.arguments)["timezone"], str)
 
 
 def test_auto_mode_text_is_not_swallowed(client: openai.OpenAI) -> None:

@@ -306,4 +306,4 @@ def test_models_and_info_report_the_embedder(server: Server, minilm: Path, rag_d
     assert ids[minilm.stem]["chimera"]["kind"] == "vector-store-embeddings"
     info = httpx.get(server.base + "/v1/chimera/info").json()["vector_stores"]
     assert info == {"db": str(rag_db), "embedding_model": minilm.stem, "dimension": 384, "chunk_tokens": 256,
-                    "chunk_overlap": 32}
+                    "chunk_overlap": 32, "ready": True}

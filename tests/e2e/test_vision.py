@@ -76,13 +76,13 @@ def test_bad_media_is_400(server: Server) -> None:
 
 
 def test_anthropic_image_block(server: Server, jpeg: bytes) -> None:
-    claude = anthropic.Anthropic(base_url=server.base, api_key="none", max_retries=0)
+    claude = anthropic.Anthropic(base_url=server.base, api_key="none", max_retries=0, _strict_response_validation=True)
     msgs = [{"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": base64.b64encode(jpeg).decode()}},
         {"type": "text", "text": "What is this?"}]}]
     m = claude.messages.create(model="m", max_tokens=4, messages=msgs)
     counted = claude.messages.count_tokens(model="m", messages=msgs)
-    assert m.usage.input_tokens == counted.input_tokens > 16
+    assert m.usage.input_tokens + (m.usage.cache_read_input_tokens or 0) == counted.input_tokens > 16
 
 
 def test_remote_media_when_allowed(start_server: type[Server], jpeg: bytes, tmp_path: Path) -> None:
@@ -101,5 +101,49 @@ def test_remote_media_when_allowed(start_server: type[Server], jpeg: bytes, tmp_
         r = s.client().chat.completions.create(model="m", max_tokens=2, messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "x"}]}])
         assert r.usage.prompt_tokens_details.image_tokens > 0
+    finally:
+        httpd.shutdown()
+
+
+def test_slow_remote_media_does_not_stall_the_server(start_server: type[Server], jpeg: bytes) -> None:
+    """A remote image that takes 3 s to arrive must not stop the server meanwhile (the fetch
+    blocked the event loop, so every stream and request waited for it)."""
+    import http.server
+    import threading
+    import time
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            time.sleep(3)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(jpeg)))
+            self.end_headers()
+            self.wfile.write(jpeg)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        s = start_server("-m", str(shared_model("tiny-random-llama-spm.gguf")), "-np", "2",
+                         "--mmproj", str(shared_model("tiny-random-mmproj-64.gguf")), "--allow-remote-media").wait_ready()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/cat.jpg"
+        fetched: dict[str, object] = {}
+
+        def remote() -> None:
+            fetched["r"] = s.client().chat.completions.create(model="m", max_tokens=2, messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "x"}]}])
+
+        t = threading.Thread(target=remote)
+        t.start()
+        time.sleep(0.7)  # the fetch is under way
+        started = time.monotonic()
+        r = httpx.post(s.base + "/v1/completions", json={"prompt": "Once", "max_tokens": 8}, timeout=30)
+        took = time.monotonic() - started
+        t.join(30)
+        assert r.status_code == 200 and took < 1.5, f"a completion took {took:.1f} s while an image was fetched"
+        assert fetched["r"].usage.prompt_tokens_details.image_tokens > 0  # type: ignore[attr-defined]
     finally:
         httpd.shutdown()

@@ -75,7 +75,8 @@ class FrozenServer:
         raise AssertionError(f"server not ready after {timeout}s:\n{self.output()}")
 
     def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base + "/v1", api_key="none", max_retries=0, timeout=120)
+        return openai.OpenAI(base_url=self.base + "/v1", api_key="none", max_retries=0, timeout=120,
+                             _strict_response_validation=True)
 
     def shutdown(self, timeout: float = 60.0) -> int:
         r = httpx.post(self.base + "/v1/chimera/shutdown", timeout=10)

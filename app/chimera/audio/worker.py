@@ -9,9 +9,11 @@ and, when asked, word-level timestamps from whisper's token timestamps.
 from __future__ import annotations
 
 import time
+import zlib
 from typing import Any
 
 from ..workers.frames import Protocol, WorkerInputError, serve
+from .native import NoSpeech
 
 
 def _words(pw: Any, ctx: Any, segment: int) -> list[dict[str, Any]]:
@@ -32,7 +34,25 @@ def _words(pw: Any, ctx: Any, segment: int) -> list[dict[str, Any]]:
     return [w | {"word": w["word"].strip()} for w in words if w["word"].strip()]
 
 
-def _transcribe(proto: Protocol, model: Any, pw: Any, audio: Any, req: dict[str, Any], multilingual: bool) -> dict[str, Any]:
+def _segment_scores(pw: Any, ctx: Any, segment: int, text: str, no_speech: NoSpeech) -> dict[str, Any]:
+    """OpenAI's per-segment fields: token ids, mean log-probability of the text tokens,
+    gzip-style compression ratio of the text, and whisper.cpp's no-speech probability."""
+    eot = pw.whisper_token_eot(ctx)
+    tokens, logprobs = [], []
+    for j in range(pw.whisper_full_n_tokens(ctx, segment)):
+        data = pw.whisper_full_get_token_data(ctx, segment, j)
+        tokens.append(int(data.id))
+        if data.id < eot:
+            logprobs.append(float(data.plog))
+    raw = text.strip().encode()
+    prob = no_speech.prob(segment)
+    return {"tokens": tokens, "avg_logprob": sum(logprobs) / len(logprobs) if logprobs else 0.0,
+            "compression_ratio": len(raw) / len(zlib.compress(raw)) if raw else 0.0,
+            "no_speech_prob": prob if prob is not None else 0.0}
+
+
+def _transcribe(proto: Protocol, model: Any, pw: Any, audio: Any, req: dict[str, Any], multilingual: bool,
+                no_speech: NoSpeech) -> dict[str, Any]:
     language = req.get("language") or ("auto" if multilingual else "en")
     want_words = bool(req.get("words"))
     params: dict[str, Any] = {"language": language, "translate": bool(req.get("translate")),
@@ -52,8 +72,11 @@ def _transcribe(proto: Protocol, model: Any, pw: Any, audio: Any, req: dict[str,
     lang_id = pw.whisper_full_lang_id(ctx)
     detected = pw.whisper_lang_str(lang_id) if lang_id >= 0 else language
     out_segments = []
+    temperature = float(params.get("temperature", 0.0))
     for i, s in enumerate(segments):
-        seg: dict[str, Any] = {"id": i, "start": s.t0 / 100, "end": s.t1 / 100, "text": s.text}
+        seg: dict[str, Any] = {"id": i, "start": s.t0 / 100, "end": s.t1 / 100, "text": s.text,
+                               **_segment_scores(pw, ctx, i, s.text, no_speech)}
+        seg["seek"], seg["temperature"] = int(s.t0), temperature
         if want_words:
             seg["words"] = _words(pw, ctx, i)
         out_segments.append(seg)
@@ -76,6 +99,7 @@ def main(model_path: str, threads: int) -> int:
     if getattr(model, "_ctx", None) is None:
         raise SystemExit(f"error: whisper.cpp could not load {model_path}")
     multilingual = bool(pw.whisper_is_multilingual(model._ctx))
+    no_speech = NoSpeech(pw, model._ctx)
 
     def handle(proto: Protocol, req: dict[str, Any], data: bytes) -> dict[str, Any]:
         audio = decode(data, float(req.get("max_seconds", 3600)))
@@ -84,6 +108,6 @@ def main(model_path: str, threads: int) -> int:
             return {"language": lang, "duration": round(len(audio) / 16000, 3)}
         if len(audio) < 1600:
             raise WorkerInputError("the audio is shorter than 0.1 s", param="file")
-        return _transcribe(proto, model, pw, audio, req, multilingual)
+        return _transcribe(proto, model, pw, audio, req, multilingual, no_speech)
 
     return serve(handle, {"multilingual": multilingual}, proto)

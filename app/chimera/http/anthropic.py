@@ -90,8 +90,9 @@ def _tool_use(call: Call) -> dict[str, Any]:
 
 
 def _usage(f: Finished | None, n_prompt: int) -> dict[str, Any]:
+    # Anthropic counts the prompt as input_tokens + cache_read_input_tokens (+ cache creation)
     cached = f.usage["prompt_tokens_details"]["cached_tokens"] if f else 0
-    return {"input_tokens": n_prompt, "output_tokens": f.usage["completion_tokens"] if f else 0,
+    return {"input_tokens": n_prompt - cached, "output_tokens": f.usage["completion_tokens"] if f else 0,
             "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}
 
 

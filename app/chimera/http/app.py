@@ -24,6 +24,7 @@ from ..errors import (
 )
 from ..services import Services
 from .common import error_response
+from .openapi import describe
 
 log = logging.getLogger("chimera.http")
 
@@ -83,7 +84,7 @@ def _http_exception_to_error(e: HTTPException) -> ChimeraError:
 
 
 def create_app(services: Services) -> QuartTrio:
-    app = QuartTrio("chimera")
+    app = QuartTrio("chimera", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_size
     app.config["BODY_TIMEOUT"] = 300
     app.config["RESPONSE_TIMEOUT"] = None
@@ -132,6 +133,8 @@ def create_app(services: Services) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def on_unexpected(e: Exception) -> Response:
+        if isinstance(e, RecursionError):  # a request body whose structure is nested too deeply
+            return error_response(BadRequest("the request is nested too deeply to process"))
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(ChimeraError(f"internal server error ({type(e).__name__}); see the server log"))
 
@@ -158,6 +161,8 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(audio_bp)
     app.register_blueprint(vector_stores_bp)
     app.register_blueprint(images_bp)
+    describe(app, api_keys=bool(services.api_keys))
+    app.json.sort_keys = False  # type: ignore[attr-defined]  (quart-schema installs its JSON provider)
 
     if services.settings.cors_origins:
         origins = "*" if "*" in services.settings.cors_origins else list(services.settings.cors_origins)

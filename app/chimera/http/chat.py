@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any, AsyncIterator, Callable
 
+import trio
 from quart import Blueprint, Response
 
 from ..config import Settings
@@ -78,7 +80,8 @@ def template_vars(req: ChatCompletionRequest, settings: Settings) -> dict[str, A
 
 
 def render_prompt(engine: Engine, req: ChatCompletionRequest, settings: Settings,
-                  media: list[tuple[str, Any, str]] | None = None) -> tuple[str, tooluse.ToolPlan | None]:
+                  media: list[tuple[str, Any, str]] | None = None,
+                  add_generation_prompt: bool = True) -> tuple[str, tooluse.ToolPlan | None]:
     messages = normalize_messages(req.messages, media if engine.stepper.mtmd is not None else None)
     plan = tooluse.plan(req.tools, req.tool_choice, req.parallel_tool_calls, engine.template.source)
     extra = template_vars(req, settings)
@@ -89,7 +92,7 @@ def render_prompt(engine: Engine, req: ChatCompletionRequest, settings: Settings
         grammar = tooluse.forced_grammar(plan)
         if grammar is not None:
             _set_grammar(req, grammar, "tool_choice")
-    return engine.template.render(messages, add_generation_prompt=True, **extra), plan
+    return engine.template.render(messages, add_generation_prompt=add_generation_prompt, **extra), plan
 
 
 def _tool_call_objects(calls: list[Call], plan: tooluse.ToolPlan) -> list[dict[str, Any]]:
@@ -203,7 +206,10 @@ async def start_generation(engine: Engine, req: GenerationFields, text: str, med
     for kind, _, param in media:
         if (kind == "image" and not engine.vision) or (kind == "audio" and not engine.audio):
             raise BadRequest(f"the loaded projector does not read {kind}", param=param)
-    blobs = [media_bytes(src, settings.allow_remote_media, param) for _, src, param in media]
+    blobs = []
+    for _, src, param in media:  # a remote fetch (--allow-remote-media) must not block the trio thread
+        fetch = partial(media_bytes, src, settings.allow_remote_media, param)
+        blobs.append(fetch() if src.startswith("data:") else await trio.to_thread.run_sync(fetch, abandon_on_cancel=True))
     add_special = not (engine.template.bos_token and text.startswith(engine.template.bos_token))
     mp = await engine.media_prompt(text, blobs, add_special)
     try:

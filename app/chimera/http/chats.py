@@ -61,7 +61,9 @@ async def list_chats() -> Response:
         raise BadRequest("'limit' must be an integer", param="limit") from None
     if not 1 <= limit <= 100:
         raise BadRequest("'limit' must be 1..100", param="limit")
-    return json_response(await _store().list_chats(limit, request.args.get("after"), request.args.get("q")))
+    # a page's `next_cursor` goes back as `cursor` (`after` is the older name, still accepted)
+    cursor = request.args.get("cursor", request.args.get("after"))
+    return json_response(await _store().list_chats(limit, cursor, request.args.get("q")))
 
 
 @blueprint.get("/v1/chimera/chats/<chat_id>")

@@ -38,6 +38,16 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return resp
 
 
+def parse_json(raw: bytes) -> Any:
+    """A JSON document, or a 400 saying what is wrong with it (nesting too deep included)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"malformed JSON in request body: {e}") from None
+    except RecursionError:
+        raise BadRequest("the JSON in the request body is nested too deeply") from None
+
+
 async def json_object() -> dict[str, Any]:
     """The request body as a JSON object, or a 400 saying what is wrong with it."""
     ctype = request.headers.get("Content-Type", "")
@@ -46,10 +56,7 @@ async def json_object() -> dict[str, Any]:
     raw = await request.get_data(cache=False)
     if not raw.strip():
         raise BadRequest("request body is empty; expected a JSON object")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"malformed JSON in request body: {e}") from None
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(data).__name__}")
     return data

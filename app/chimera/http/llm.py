@@ -12,8 +12,6 @@ from quart import Blueprint, Response, request
 
 from ..errors import BadRequest, ChimeraError, Unsupported
 from ..llm import introspect, slotfiles
-from ..llm.chat import normalize_messages
-from ..llm.engine import Engine
 from ..llm.sequence import Delta
 from ..llm.serving import Generation, completion_logprobs, new_id
 from ..protocol.openai import (
@@ -23,16 +21,12 @@ from ..protocol.openai import (
     EmbeddingRequest,
     TokenizeRequest,
 )
-from .chat import apply_json_schema
-from .common import SSE_DONE, json_object, json_response, parse_model, services, sse_event, sse_response
+from .chat import apply_json_schema, render_prompt
+from .common import SSE_DONE, json_object, json_response, parse_json, parse_model, services, sse_event, sse_response
 
 log = logging.getLogger("chimera.http.llm")
 blueprint = Blueprint("llm", __name__)
 FINGERPRINT = "chimera"
-
-
-def _chat_prompt(engine: Engine, messages: list[Any], add_generation_prompt: bool = True) -> str:
-    return engine.template.render(normalize_messages(messages), add_generation_prompt=add_generation_prompt)
 
 
 async def _stream(gen: Generation, first: dict[str, Any], chunk: Any, include_usage: bool) -> AsyncIterator[bytes]:
@@ -75,7 +69,7 @@ async def completions() -> Response:
             texts.append(p)
         elif isinstance(p, list):
             prompts.append(p)
-            texts.append(engine.model.detokenize(p))
+            texts.append(engine.model.detokenize(p, param="prompt"))
         else:
             raise BadRequest("'prompt' must be a string, a list of strings, or token arrays", param="prompt")
     gen = Generation(engine, prompts, req, req.n_probs_wanted(), "prompt")
@@ -199,9 +193,12 @@ async def detokenize() -> Response:
 
 @blueprint.post("/apply-template")
 async def apply_template() -> Response:
+    """The prompt a chat request renders to: the same messages, tools, chat_template_kwargs and
+    reasoning settings as /v1/chat/completions (without sampling, which it ignores)."""
     req = parse_model(ApplyTemplateRequest, await json_object())
-    engine = services().require_engine()
-    return json_response({"prompt": _chat_prompt(engine, req.messages, req.add_generation_prompt)})
+    s = services()
+    prompt, _plan = render_prompt(s.require_engine(), req, s.settings, add_generation_prompt=req.add_generation_prompt)
+    return json_response({"prompt": prompt})
 
 
 @blueprint.get("/slots")
@@ -236,11 +233,7 @@ async def set_lora_adapters() -> Response:
     from quart import request as req
 
     engine = services().require_engine()
-    raw = await req.get_data(cache=False)
-    try:
-        body = json.loads(raw)
-    except ValueError as e:
-        raise BadRequest(f"malformed JSON in request body: {e}") from None
+    body = parse_json(await req.get_data(cache=False))
     if not isinstance(body, list):
         raise BadRequest("the body must be an array of {\"id\", \"scale\"}")
     scales = engine.lora_key(body)  # validates ids and scales

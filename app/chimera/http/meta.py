@@ -7,7 +7,7 @@ import time
 import trio
 from quart import Blueprint, Response
 
-from ..info import collect_info
+from ..info import Live, collect_info, modalities
 from ..llm import introspect
 from ..services import Services
 from .common import json_response, services
@@ -31,9 +31,8 @@ async def health() -> Response:
 @blueprint.get("/models")
 async def models() -> Response:
     s = services()
-    data = []
-    if s.engine is not None:
-        data.append(introspect.model_card(s.engine, s.model_id, int(s.lifecycle.started_at)))
+    # like llama-server: 503 until the chat model is loaded, so a listed model can be used
+    data = [introspect.model_card(s.require_engine(), s.model_id, int(s.lifecycle.started_at))]
     for kind, path in _side_models(s).items():
         data.append({"id": path.rsplit("/", 1)[-1].removesuffix(".gguf").removesuffix(".bin"), "object": "model",
                      "created": int(s.lifecycle.started_at), "owned_by": "chimera", "chimera": {"kind": kind, "path": path}})
@@ -55,28 +54,16 @@ def _side_models(s: Services) -> dict[str, str]:
     return out
 
 
-def _modalities(s: Services) -> dict[str, object]:
-    st = s.settings
-    audio = None
-    if st.whisper_model is not None:
-        audio = {"model": str(st.whisper_model), "workers": st.whisper_workers, "threads": st.whisper_threads,
-                 "ready": s.audio is not None, "multilingual": s.audio.multilingual if s.audio is not None else None,
-                 "restarts": s.audio.restarts if s.audio is not None else 0}
-    rag = None
-    if s.rag is not None:
-        rag = {"db": str(s.rag.path), "embedding_model": s.rag.model_name, "dimension": s.rag.dim,
-               "chunk_tokens": s.rag.chunk_tokens, "chunk_overlap": s.rag.overlap}
-    images = None
-    if st.sd_enabled():
-        images = {"model": str(st.sd_model or st.sd_diffusion_model), "workers": st.sd_workers, "threads": st.sd_threads,
-                  "ready": s.images is not None, "restarts": s.images.restarts if s.images is not None else 0}
-    return {"speech_to_text": audio, "vector_stores": rag, "images": images}
+def _live(s: Services) -> Live:
+    model = {"id": s.model_id, "path": s.model_path} if s.engine is not None else None
+    return Live(uptime_s=round(time.time() - s.lifecycle.started_at, 3), ready=s.lifecycle.ready, model=model,
+                audio=s.audio, rag=s.rag, images=s.images)
 
 
 @blueprint.get("/props")
 async def props() -> Response:
     s = services()
-    return json_response(introspect.props(s.require_engine(), s.model_id) | {"chimera": _modalities(s)})
+    return json_response(introspect.props(s.require_engine(), s.model_id) | {"chimera": modalities(s.settings, _live(s))})
 
 
 @blueprint.get("/metrics")
@@ -90,13 +77,8 @@ async def metrics() -> Response:
 @blueprint.get("/v1/chimera/info")
 async def info() -> Response:
     s = services()
-    data = await trio.to_thread.run_sync(lambda: collect_info(s.settings, s.engine_versions))
-    data["uptime_s"] = round(time.time() - s.lifecycle.started_at, 3)
-    data["ready"] = s.lifecycle.ready
-    if s.engine is not None:
-        data["model"] = {"id": s.model_id, "path": s.model_path}
-    data |= _modalities(s)
-    return json_response(data)
+    live = _live(s)
+    return json_response(await trio.to_thread.run_sync(lambda: collect_info(s.settings, s.engine_versions, live)))
 
 
 @blueprint.post("/v1/chimera/shutdown")

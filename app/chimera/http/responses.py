@@ -77,7 +77,8 @@ class Turn:
         usage = None
         if f is not None:
             n_out = f.usage["completion_tokens"]
-            usage = {"input_tokens": len(self.prompt), "input_tokens_details": {"cached_tokens": f.usage["prompt_tokens_details"]["cached_tokens"]},
+            usage = {"input_tokens": len(self.prompt), "input_tokens_details": {
+                "cached_tokens": f.usage["prompt_tokens_details"]["cached_tokens"], "cache_write_tokens": 0},
                      "output_tokens": n_out, "output_tokens_details": {"reasoning_tokens": 0},
                      "total_tokens": len(self.prompt) + n_out}
         incomplete = {"reason": "max_output_tokens"} if f is not None and f.reason == "length" else None

@@ -140,7 +140,8 @@ class Model:
         self._pieces[key] = out
         return out
 
-    def detokenize(self, tokens: list[int], special: bool = False) -> str:
+    def detokenize(self, tokens: list[int], special: bool = False, param: str = "tokens") -> str:
+        self.check_tokens(tokens, param)  # llama.cpp aborts the process on an id outside the vocabulary
         return b"".join(self.piece(t, special) for t in tokens).decode("utf-8", "replace")
 
     def check_tokens(self, tokens: list[int], param: str = "prompt") -> None:

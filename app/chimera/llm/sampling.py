@@ -70,7 +70,8 @@ def build_chain(ll: Any, model: Any, p: SamplingParams, eog_tokens: list[int], n
             add(chain, ll.llama_sampler_init_logit_bias(model.n_vocab, len(bias), arr))
         last_n = n_ctx_slot if p.repeat_last_n == -1 else p.repeat_last_n
         if p.repeat_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0:
-            add(chain, ll.llama_sampler_init_penalties(last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty))
+            add(chain, ll.llama_sampler_init_penalties(model.n_vocab, last_n, p.repeat_penalty, p.frequency_penalty,
+                                                       p.presence_penalty))
         if p.dry_multiplier > 0.0:
             breakers = [b.encode() for b in p.dry_sequence_breakers]
             arr_b = (ctypes.c_char_p * len(breakers))(*breakers)

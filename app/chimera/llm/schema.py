@@ -2,7 +2,10 @@
 
 The converter skips keywords it does not implement; generation would then silently ignore part of
 the schema. We walk the schema first and refuse those keywords with a 400 naming each one and
-where it is, so a client never gets output that only looks constrained.
+where it is, so a client never gets output that only looks constrained. Integer bounds
+(`minimum`, `maximum` and the exclusive forms on `"type": "integer"`), which llama.cpp's own
+converter enforces, are added to the converter here (`intrange.py`); bounds on other numbers are
+refused, as llama-server only ignores them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 from typing import Any
 
 from ..errors import BadRequest
+from .intrange import BOUND_KEYS, bounds, integer_rule
 
 UNSUPPORTED = frozenset({
     "not", "if", "then", "else", "patternProperties", "dependentRequired", "dependentSchemas",
@@ -31,8 +35,12 @@ def unsupported_keywords(schema: Any, path: str = "#") -> list[str]:
         return found
     if not isinstance(schema, dict):
         return [f"{path} (a schema must be an object)"]
+    integer = schema.get("type") == "integer"
     for key, value in schema.items():
-        if key in UNSUPPORTED:
+        if key in BOUND_KEYS and integer:
+            if not isinstance(value, (int, float)) or (isinstance(value, bool) and not key.startswith("exclusive")):
+                found.append(f"'{key}: {value!r}' at {path} (a bound must be a number)")
+        elif key in UNSUPPORTED:
             found.append(f"'{key}' at {path}")
         elif key == "format" and value not in SUPPORTED_FORMATS:
             found.append(f"'format: {value}' at {path}")
@@ -60,9 +68,22 @@ def schema_to_grammar(schema: Any, param: str = "response_format.json_schema.sch
     if problems:
         raise BadRequest("the JSON schema uses what grammar-constrained output cannot enforce: " + ", ".join(problems),
                          param=param)
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
+        return _convert(schema)
     except (ValueError, AssertionError, KeyError, TypeError, RecursionError) as e:
         raise BadRequest(f"the JSON schema could not be turned into a grammar: {e}", param=param) from None
+
+
+def _convert(schema: dict[str, Any]) -> str:
+    from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
+
+    class Converter(SchemaConverter):  # type: ignore[misc]
+        def visit(self, schema: Any, name: str) -> Any:
+            if isinstance(schema, dict) and schema.get("type") == "integer" and any(k in schema for k in BOUND_KEYS):
+                rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
+                return self._add_rule(rule_name, f"({integer_rule(*bounds(schema))}) space")
+            return super().visit(schema, name)
+
+    converter = Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), "request"), "")
+    return str(converter.format_grammar())

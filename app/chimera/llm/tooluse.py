@@ -19,6 +19,7 @@ from .schema import schema_to_grammar
 from .toolcalls import FAMILIES, Family, Parsed, detect_family
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_PARALLEL_CALLS = 8  # the most calls a forced ("required") turn may make with parallel_tool_calls
 
 GENERIC_PROMPT = (
     "You can call these functions:\n{tools}\n\n"
@@ -125,12 +126,49 @@ def render_messages(messages: list[dict[str, Any]], p: ToolPlan) -> list[dict[st
             m = {**m, "tool_calls": calls}
         out.append(m)
     if not p.native:
+        out = generic_turns(out)
         prompt = GENERIC_PROMPT.format(tools=json.dumps([t["function"] for t in p.tools], indent=1))
         if out and out[0]["role"] == "system":
             out[0] = {**out[0], "content": out[0]["content"] + "\n\n" + prompt}
         else:
             out.insert(0, {"role": "system", "content": prompt})
     return out
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return "" if content is None else json.dumps(content)
+
+
+def generic_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For a template that knows no tools: an assistant's calls become the generic JSON it was
+    asked to write, and tool results become a user turn naming the function, so the model sees
+    what it called and what came back (consecutive results share one turn)."""
+    names: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = m.get("role")
+        if role == "assistant" and m.get("tool_calls"):
+            calls = []
+            for c in m["tool_calls"]:
+                names[str(c.get("id"))] = c.get("name", "")
+                calls.append({"name": c.get("name", ""), "arguments": c.get("arguments", {})})
+            said = _text(m.get("content")).strip()
+            call_json = json.dumps({"tool_calls": calls}, ensure_ascii=False)
+            out.append({"role": "assistant", "content": f"{said}\n{call_json}" if said else call_json})
+        elif role == "tool":
+            name = m.get("name") or names.get(str(m.get("tool_call_id")), "the function")
+            line = f"Result of {name}: {_text(m.get('content'))}"
+            if out and out[-1].get("role") == "user" and out[-1].get("tool_results"):
+                out[-1] = {**out[-1], "content": out[-1]["content"] + "\n" + line}
+            else:
+                out.append({"role": "user", "content": line, "tool_results": True})
+        else:
+            out.append(m)
+    return [{k: v for k, v in m.items() if k != "tool_results"} for m in out]
 
 
 def forced_grammar(p: ToolPlan) -> str | None:
@@ -145,9 +183,12 @@ def forced_grammar(p: ToolPlan) -> str | None:
         "additionalProperties": False,
     } for t in chosen]
     call = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    # the grammar must end: a named function is called once, "required" makes at most as many
+    # calls as the parallel policy allows (an unbounded list lets a model repeat one call forever)
+    most = MAX_PARALLEL_CALLS if p.parallel and p.mode == "required" else 1
     schema = {
         "type": "object",
-        "properties": {"tool_calls": {"type": "array", "items": call, "minItems": 1, **({} if p.parallel else {"maxItems": 1})}},
+        "properties": {"tool_calls": {"type": "array", "items": call, "minItems": 1, "maxItems": most}},
         "required": ["tool_calls"],
         "additionalProperties": False,
     }

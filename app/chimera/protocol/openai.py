@@ -160,7 +160,7 @@ class DetokenizeRequest(BaseModel):
     tokens: list[int]
 
 
-class ApplyTemplateRequest(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-    messages: list[Any]
+class ApplyTemplateRequest(ChatCompletionRequest):
+    """A chat request rendered, not run: the same messages, tools and template settings."""
+
     add_generation_prompt: bool = True

@@ -35,6 +35,11 @@ MIGRATIONS: list[str] = [
     CREATE TABLE uploads (id TEXT PRIMARY KEY, filename TEXT NOT NULL, purpose TEXT NOT NULL, bytes INTEGER NOT NULL,
                           created_at INTEGER NOT NULL, content_type TEXT, data BLOB NOT NULL);
     """,
+    # the chunking each file was split with (reported as its static chunking_strategy)
+    """
+    ALTER TABLE store_files ADD COLUMN chunk_tokens INTEGER;
+    ALTER TABLE store_files ADD COLUMN chunk_overlap INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -131,14 +136,15 @@ def update_store(con: apsw.Connection, ref: str, name: str | None, metadata: dic
 
 
 def file_row(store_id: str, r: tuple[Any, ...]) -> dict[str, Any]:
-    fid, filename, source_uri, nbytes, created, attributes, chunks, usage = r
+    fid, filename, source_uri, nbytes, created, attributes, chunks, usage, tokens, overlap = r
+    static = {"max_chunk_size_tokens": tokens, "chunk_overlap_tokens": overlap} if tokens is not None else None
     return {"id": fid, "object": "vector_store.file", "vector_store_id": store_id, "created_at": created,
             "status": "completed", "last_error": None, "usage_bytes": usage, "attributes": json.loads(attributes),
-            "chunking_strategy": {"type": "static"}, "filename": filename, "source_uri": source_uri,
-            "bytes": nbytes, "chunk_count": chunks}
+            "chunking_strategy": {"type": "static", "static": static} if static else {"type": "other"},
+            "filename": filename, "source_uri": source_uri, "bytes": nbytes, "chunk_count": chunks}
 
 
-FILE_COLS = "id, filename, source_uri, bytes, created_at, attributes, chunks, usage_bytes"
+FILE_COLS = "id, filename, source_uri, bytes, created_at, attributes, chunks, usage_bytes, chunk_tokens, chunk_overlap"
 
 
 def get_file(con: apsw.Connection, store_id: str, file_id: str) -> dict[str, Any]:
@@ -193,10 +199,11 @@ def insert_chunks(con: apsw.Connection, store_id: str, file_id: str, first_seq: 
 
 
 def finish_file(con: apsw.Connection, store_id: str, file_id: str, filename: str | None, source_uri: str | None,
-                nbytes: int, attributes: dict[str, Any], chunks: int, usage: int) -> None:
+                nbytes: int, attributes: dict[str, Any], chunks: int, usage: int, chunking: tuple[int, int]) -> None:
     con.execute("INSERT INTO store_files(store_id, id, filename, source_uri, bytes, created_at, attributes, chunks, "
-                "usage_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (store_id, file_id, filename, source_uri, nbytes, int(time.time()), json.dumps(attributes), chunks, usage))
+                "usage_bytes, chunk_tokens, chunk_overlap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (store_id, file_id, filename, source_uri, nbytes, int(time.time()), json.dumps(attributes), chunks, usage,
+                 *chunking))
     con.execute("UPDATE vector_stores SET chunk_count = chunk_count + ?, usage_bytes = usage_bytes + ?, "
                 "version = version + 1, last_active_at = ? WHERE id = ?", (chunks, usage, int(time.time()), store_id))
 

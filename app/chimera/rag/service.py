@@ -138,7 +138,8 @@ class RagService:
                     usage += await trio.to_thread.run_sync(db.insert_chunks, con, sid, fid, start, rows)
 
                 def finish() -> None:
-                    db.finish_file(con, sid, fid, filename, source_uri, nbytes, attributes, len(chunks), usage)
+                    db.finish_file(con, sid, fid, filename, source_uri, nbytes, attributes, len(chunks), usage,
+                                   (limit, over))
                     con.execute("COMMIT")
 
                 await trio.to_thread.run_sync(finish)

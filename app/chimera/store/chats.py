@@ -146,8 +146,8 @@ class ChatStore:
 
         return await trio.to_thread.run_sync(work)
 
-    async def list_chats(self, limit: int, after: str | None, q: str | None) -> dict[str, Any]:
-        return await self._read(lambda con: list_chats(con, limit, after, q))
+    async def list_chats(self, limit: int, cursor: str | None, q: str | None) -> dict[str, Any]:
+        return await self._read(lambda con: list_chats(con, limit, cursor, q))
 
     async def get_chat(self, chat_id: str) -> dict[str, Any]:
         return await self._read(lambda con: get_chat(con, chat_id))
@@ -171,16 +171,16 @@ class ChatStore:
         return await self._read(lambda con: status(con, self.path))
 
 
-def list_chats(con: apsw.Connection, limit: int, after: str | None, q: str | None) -> dict[str, Any]:
+def list_chats(con: apsw.Connection, limit: int, cursor: str | None, q: str | None) -> dict[str, Any]:
     params: list[Any] = []
     where = []
-    if after:
+    if cursor:
         try:
-            ts, cid = after.split("|", 1)
+            ts, cid = cursor.split("|", 1)
             where.append("(c.updated_at < ? OR (c.updated_at = ? AND c.id < ?))")
             params += [float(ts), float(ts), cid]
         except ValueError:
-            raise BadRequest("'after' is not a cursor this server gave out", param="after") from None
+            raise BadRequest("'cursor' is not a next_cursor this server gave out", param="cursor") from None
     if q:
         where.append("c.id IN (SELECT m.chat_id FROM messages_fts f JOIN messages m ON m.id = f.rowid WHERE messages_fts MATCH ?)")
         params.append(" ".join('"' + w.replace('"', '""') + '"' for w in q.split()))
