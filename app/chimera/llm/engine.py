@@ -17,6 +17,7 @@ context is not freed (the process is ending).
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import sys
@@ -177,9 +178,16 @@ class Engine:
         return sum(1 for s in self.slots if s.seq is None)
 
     def abort_all(self, error: ChimeraError) -> None:
-        """End every queued and running generation with `error` (before the next step)."""
+        """End every queued and running generation with `error`: at once on this (trio) side, so
+        clients get it even while a slow step is under way; the engine thread then drops them
+        before its next step (its own events for them find their channels closed)."""
         self._abort = error
         self._work.set()
+        running = [slot.seq for slot in self.slots if slot.seq is not None]
+        for seq in running + list(self.waiting):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                seq.send.send_nowait(Finished(seq.index, "error", seq.usage(), seq.timings(), error))
+            seq.send.close()
 
     async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
         if not self.embeddings:
