@@ -184,7 +184,7 @@ def test_embeddings_vector_stores_and_images(serve: type[FrozenServer], minilm: 
 
     s = serve("-m", str(minilm), "--embeddings", "--rag-db", str(tmp_path / "rag.db"), *sd_args(sd_models)).wait_ready()
     client = s.client()
-    r = client.embeddings.create(model="any", input=["a cat", "a dog"])
+    r = client.embeddings.create(model="any", input=["a cat", "a dog"], encoding_format="float")
     assert len(r.data) == 2 and len(r.data[0].embedding) == 384
     assert abs(sum(x * x for x in r.data[0].embedding) - 1.0) < 1e-3
     # vector stores: PDF (pypdf) and HTML (BeautifulSoup) extraction, sqlite-vec search, all frozen
