@@ -88,6 +88,14 @@ class MethodNotAllowed(ChimeraError):
     anthropic_type = "invalid_request_error"
 
 
+class UnknownAdapter(BadRequest):
+    """A request names a LoRA adapter the server did not load."""
+
+    def __init__(self, adapter: int, loaded: int, position: int) -> None:
+        what = f"ids 0..{loaded - 1}" if loaded else "none is loaded (start the server with --lora)"
+        super().__init__(f"lora[{position}]: no LoRA adapter with id {adapter}: {what}", param=f"lora.{position}.id")
+
+
 class Conflict(ChimeraError):
     status = 409
     openai_type = "invalid_request_error"

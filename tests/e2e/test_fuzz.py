@@ -2,8 +2,8 @@
 feature on (tiny models): valid and invalid generated bodies, query strings and paths.
 
 Criteria: no 5xx (the server's own failures; the tiny models make no engine failure expected),
-every error in the API's own shape (Anthropic's on /v1/messages, OpenAI's elsewhere), and
-afterwards the server is healthy, no slot is busy and no file descriptor leaked.
+every error in the API's own shape (Anthropic's on /v1/messages, Ollama's on /api/, OpenAI's
+elsewhere), and afterwards the server is healthy, no slot is busy and no file descriptor leaked.
 FUZZ_EXAMPLES (default 12) sets the examples per operation; docs/dev/testing.md says how to run
 it longer.
 """
@@ -86,7 +86,9 @@ def test_description_is_served(server: Server) -> None:
 
 
 def _error_shape(path: str, body: Any) -> None:
-    if path.startswith("/v1/messages"):
+    if path.startswith("/api/"):  # Ollama's
+        assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"]
+    elif path.startswith("/v1/messages"):
         assert body["type"] == "error" and isinstance(body["error"]["type"], str) and body["error"]["message"]
     else:
         err = body["error"]

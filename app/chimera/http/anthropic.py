@@ -1,9 +1,6 @@
-"""Anthropic Messages API: POST /v1/messages (plain and streaming) and /v1/messages/count_tokens.
-
-Tools and thinking use the same machinery as chat completions: the template renders the tools,
-the family parser finds calls, the reasoning splitter finds `<think>` blocks. Output becomes
-content blocks (`thinking`, `text`, `tool_use`), streamed with the event sequence the SDK expects.
-"""
+"""Anthropic Messages over the serving core: POST /v1/messages (plain and streaming) and
+/v1/messages/count_tokens. Events become content blocks (`thinking`, `text`, `tool_use`),
+streamed with the event sequence the SDK expects."""
 
 from __future__ import annotations
 
@@ -14,18 +11,15 @@ from typing import Any, AsyncIterator
 from quart import Blueprint, Response
 
 from ..errors import BadRequest, ChimeraError
-from ..llm import tooluse
-from ..llm.chat import normalize_messages
-from ..llm.engine import Engine
-from ..llm.reasoning import split_with
-from ..llm.sequence import Delta, Finished
-from ..llm.serving import Generation, new_id
-from ..llm.toolcalls import Call, StreamParser
+from ..llm.generation import new_id
 from ..protocol.anthropic import CountTokensRequest, MessagesRequest, stop_reason, to_chat_messages
-from ..protocol.openai import GenerationFields
-from .chat import Splitters, apply_json_schema, reasoning_mode, start_generation, tokenize_prompt
-from .chats import HEADER, chat_id_for_request, persist
-from .common import json_object, json_response, parse_model, services, sse_response
+from ..protocol.params import GenerationFields
+from ..serving.events import Calls, Content, Done, Reasoning, ToolCall, Usage
+from ..serving.run import ChatRun
+from ..serving.turn import ChatTurn
+from ..services import Services
+from .common import json_object, json_response, parse_model, services, sse_event, sse_response
+from .turns import prepare_turn, start_turn
 
 blueprint = Blueprint("anthropic", __name__)
 
@@ -62,38 +56,32 @@ def _tool_choice(choice: dict[str, Any] | None) -> tuple[Any, bool | None]:
     raise BadRequest("tool_choice.type must be auto, any, tool or none", param="tool_choice.type")
 
 
-def _prepare(engine: Engine, req: MessagesRequest | CountTokensRequest, thinking: bool,
-             media: list[tuple[str, Any, str]] | None = None) -> tuple[list[int], tooluse.ToolPlan | None, str]:
-    collect = media if engine.stepper.mtmd is not None else None
-    messages = normalize_messages(to_chat_messages(req.system, req.messages, collect))
+def messages_turn(req: MessagesRequest | CountTokensRequest, thinking: bool, params: GenerationFields) -> ChatTurn:
     choice, parallel = _tool_choice(getattr(req, "tool_choice", None))
-    plan = tooluse.plan(_openai_tools(req.tools), choice, parallel, engine.template.source)
-    extra: dict[str, Any] = {"enable_thinking": thinking}
-    if plan is not None:
-        messages = tooluse.render_messages(messages, plan)
-        if plan.native:
-            extra["tools"] = plan.tools
-    text = engine.template.render(messages, add_generation_prompt=True, **extra)
-    return tokenize_prompt(engine, text), plan, text
+    return ChatTurn(messages=to_chat_messages(req.system, req.messages), params=params, tools=_openai_tools(req.tools),
+                    tool_choice=choice, parallel_tool_calls=parallel, template_vars={"enable_thinking": thinking})
+
+
+def _wants_thinking(s: Services, req: MessagesRequest) -> bool:
+    return bool(req.thinking and req.thinking.get("type") == "enabled") and s.settings.reasoning_budget != 0
+
+
+def _usage(u: Usage) -> dict[str, Any]:
+    # Anthropic counts the prompt as input_tokens + cache_read_input_tokens (+ cache creation)
+    return {"input_tokens": u.computed, "output_tokens": u.completion, "cache_read_input_tokens": u.cached,
+            "cache_creation_input_tokens": 0}
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+    return sse_event(data, event=name)
 
 
-def _tool_use(call: Call) -> dict[str, Any]:
+def _tool_use(call: ToolCall) -> dict[str, Any]:
     try:
-        args = json.loads(call["arguments"])
+        args = json.loads(call.arguments)
     except ValueError:
         args = {}
-    return {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": call["name"], "input": args}
-
-
-def _usage(f: Finished | None, n_prompt: int) -> dict[str, Any]:
-    # Anthropic counts the prompt as input_tokens + cache_read_input_tokens (+ cache creation)
-    cached = f.usage["prompt_tokens_details"]["cached_tokens"] if f else 0
-    return {"input_tokens": n_prompt - cached, "output_tokens": f.usage["completion_tokens"] if f else 0,
-            "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}
+    return {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": call.name, "input": args}
 
 
 class _Blocks:
@@ -125,152 +113,88 @@ class _Blocks:
         return [_event("content_block_stop", {"type": "content_block_stop", "index": self.index})]
 
 
-async def _stream(gen: Generation, mid: str, model: str, n_prompt: int, plan: tooluse.ToolPlan | None,
-                  thinking: Splitters | None, save: Any) -> AsyncIterator[bytes]:
+async def _stream(run: ChatRun, mid: str, model: str) -> AsyncIterator[bytes]:
     yield _event("message_start", {"type": "message_start", "message": {
         "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": n_prompt, "output_tokens": 0},
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": run.prompt_tokens, "output_tokens": 0},
     }})
     yield _event("ping", {"type": "ping"})
     blocks = _Blocks()
-    splitter = thinking() if thinking is not None else None
-    parser = StreamParser(plan.family) if plan else None
-    finished: Finished | None = None
-    acc: dict[str, list[Any]] = {"text": [], "thinking": [], "tools": []}
-    saved = False
-
-    def emit(thought: str, text: str) -> list[bytes]:
-        out: list[bytes] = []
-        if thought:
-            acc["thinking"].append(thought)
-            out += blocks.delta("thinking", {"type": "thinking_delta", "thinking": thought})
-        if parser is not None and text:
-            text = parser.feed(text)
-        if text:
-            acc["text"].append(text)
-            out += blocks.delta("text", {"type": "text_delta", "text": text})
-        return out
-
-    def reply(reason: str | None, incomplete: bool) -> dict[str, Any]:
-        return {"content": "".join(acc["text"]), "reasoning_content": "".join(acc["thinking"]) or None,
-                "tool_calls": acc["tools"] or None, "finish_reason": reason, "incomplete": incomplete,
-                "usage": _usage(finished, n_prompt) if finished else None, "timings": finished.timings if finished else None}
-
+    calls: list[ToolCall] = []
+    done: Done | None = None
     try:
-        async for ev in gen.events():
-            if isinstance(ev, Delta):
-                for b in emit(*(splitter.feed(ev.text) if splitter else ("", ev.text))):
+        async for ev in run.events():
+            if ev.index != 0:
+                continue
+            if isinstance(ev, Reasoning):
+                for b in blocks.delta("thinking", {"type": "thinking_delta", "thinking": ev.text}):
                     yield b
-            else:
-                finished = ev
-        for b in emit(*(splitter.finish() if splitter else ("", ""))):
-            yield b
-        calls: list[Call] = []
-        if parser is not None:
-            tail, calls = parser.finish()
-            if tail:
-                acc["text"].append(tail)
-                for b in blocks.delta("text", {"type": "text_delta", "text": tail}):
+            elif isinstance(ev, Content) and ev.text:
+                for b in blocks.delta("text", {"type": "text_delta", "text": ev.text}):
                     yield b
-        if plan is not None and not plan.parallel:
-            calls = calls[:1]
-        for call in calls:
-            use = _tool_use(call)
-            acc["tools"].append({"id": use["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}})
-            for b in blocks.switch("tool_use", {**use, "input": {}}):
-                yield b
-            yield _event("content_block_delta", {"type": "content_block_delta", "index": blocks.index,
-                                                 "delta": {"type": "input_json_delta", "partial_json": json.dumps(use["input"])}})
-        if blocks.index == -1:  # an empty reply still has one (empty) text block
-            for b in blocks.switch("text", {"type": "text", "text": ""}):
-                yield b
-        for b in blocks.close():
-            yield b
-        assert finished is not None
-        reason = "tool_use" if calls else stop_reason(finished.reason, finished.stop_word)
-        yield _event("message_delta", {
-            "type": "message_delta",
-            "delta": {"stop_reason": reason, "stop_sequence": None if calls else finished.stop_word},
-            "usage": {"output_tokens": finished.usage["completion_tokens"]},
-        })
-        saved = True
-        await save(reply(reason, False))  # committed before the last event reaches the client
-        yield _event("message_stop", {"type": "message_stop"})
+            elif isinstance(ev, Calls):
+                calls = ev.calls
+                for call in calls:
+                    use = _tool_use(call)
+                    for b in blocks.switch("tool_use", {**use, "input": {}}):
+                        yield b
+                    yield _event("content_block_delta", {"type": "content_block_delta", "index": blocks.index, "delta": {
+                        "type": "input_json_delta", "partial_json": json.dumps(use["input"])}})
+            elif isinstance(ev, Done):
+                done = ev
+                if blocks.index == -1:  # an empty reply still has one (empty) text block
+                    for b in blocks.switch("text", {"type": "text", "text": ""}):
+                        yield b
+                for b in blocks.close():
+                    yield b
+                yield _event("message_delta", {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "tool_use" if calls else stop_reason(ev.reason, ev.stop_word),
+                              "stop_sequence": None if calls else ev.stop_word},
+                    "usage": {"output_tokens": ev.completion_tokens},
+                })
+        if done is not None:  # the exchange is saved by now
+            yield _event("message_stop", {"type": "message_stop"})
     except ChimeraError as e:
         yield _event("error", e.to_anthropic())
-    finally:
-        gen.cancel()
-        if not saved:
-            await save(reply(None, True))
 
 
 @blueprint.post("/v1/messages")
 async def messages() -> Response:
     s = services()
     req = parse_model(MessagesRequest, await json_object())
-    engine = s.require_engine()
-    wants_thinking = bool(req.thinking and req.thinking.get("type") == "enabled") and s.settings.reasoning_budget != 0
-    media: list[tuple[str, Any, str]] = []
-    prompt, plan, text = _prepare(engine, req, wants_thinking, media)
-    chat_id = await chat_id_for_request(s)
-    history = normalize_messages(to_chat_messages(req.system, req.messages, [] if engine.stepper.mtmd is not None else None),
-                                 [] if engine.stepper.mtmd is not None else None) if chat_id else []
-    gen_req = parse_model(GenerationFields, req.generation_fields())
-    apply_json_schema(gen_req)
-    if plan is not None and (grammar := tooluse.forced_grammar(plan)) is not None:
-        if gen_req.grammar:
-            raise BadRequest("a forced tool_choice cannot be combined with 'grammar' or 'json_schema'", param="tool_choice")
-        gen_req.grammar = grammar
-    thinking = reasoning_mode(engine, s.settings.reasoning_format, text, plan is not None)
-    gen = await start_generation(engine, gen_req, text, media, s.settings, render_special=plan is not None or thinking is not None)
-    prompt = gen.prompts[0]
+    s.require_engine()
+    params = parse_model(GenerationFields, req.generation_fields())
+    run, headers = await start_turn(s, messages_turn(req, _wants_thinking(s, req), params))
     mid = "msg_" + new_id("x")[2:]
-    headers = {HEADER: chat_id} if chat_id else {}
-
-    async def save(reply: dict[str, Any]) -> None:
-        await persist(s, chat_id, history, reply)
-
     if req.stream:
-        return sse_response(_stream(gen, mid, s.model_id, len(prompt), plan, thinking, save), headers=headers)
-    choices = await gen.collect()
-    c = choices[0]
-    f = c.finished
-    out_text = "".join(c.text)
-    thought = ""
-    if thinking is not None:
-        thought, out_text = split_with(thinking(), out_text)
-    calls: list[Call] = []
-    if plan is not None:
-        parsed = plan.family.parse(out_text)
-        out_text, calls = parsed.content, parsed.calls[: (None if plan.parallel else 1)]
+        return sse_response(_stream(run, mid, s.model_id), headers=headers)
+    c = (await run.collect())[0]
     content: list[dict[str, Any]] = []
-    if thought:
-        content.append({"type": "thinking", "thinking": thought, "signature": ""})
-    if out_text or not calls:
-        content.append({"type": "text", "text": out_text})
-    content += [_tool_use(call) for call in calls]
+    if c.reasoning:
+        content.append({"type": "thinking", "thinking": c.reasoning, "signature": ""})
+    if c.content or not c.calls:
+        content.append({"type": "text", "text": c.content})
+    content += [_tool_use(call) for call in c.calls]
+    d = c.done
     body = {
         "id": mid, "type": "message", "role": "assistant", "model": s.model_id, "content": content,
-        "stop_reason": "tool_use" if calls else (stop_reason(f.reason, f.stop_word) if f else "end_turn"),
-        "stop_sequence": None if calls or not f else f.stop_word,
-        "usage": _usage(f, len(prompt)),
+        "stop_reason": "tool_use" if c.calls else (stop_reason(d.reason, d.stop_word) if d else "end_turn"),
+        "stop_sequence": None if c.calls or not d else d.stop_word,
+        "usage": _usage(run.usage()),
     }
-    await save({"content": out_text, "reasoning_content": thought or None, "finish_reason": body["stop_reason"],
-                "tool_calls": [{"id": b["id"], "type": "function", "function": {"name": b["name"], "arguments": json.dumps(b["input"])}}
-                               for b in content if b["type"] == "tool_use"] or None,
-                "usage": body["usage"], "timings": f.timings if f else None})
     return json_response(body, headers=headers)
 
 
 @blueprint.post("/v1/messages/count_tokens")
 async def count_tokens() -> Response:
+    s = services()
     req = parse_model(CountTokensRequest, await json_object())
-    engine = services().require_engine()
-    media: list[tuple[str, Any, str]] = []
-    prompt, _, text = _prepare(engine, req, False, media)
-    if media:  # count the media as the projector tokenizes them
-        gen = await start_generation(engine, GenerationFields(max_tokens=0), text, media, services().settings, False)
-        n = len(gen.prompts[0])
-        gen.cancel()
-        return json_response({"input_tokens": n})
-    return json_response({"input_tokens": len(prompt)})
+    engine = s.require_engine()
+    turn = messages_turn(req, False, GenerationFields(max_tokens=0))
+    prepared = prepare_turn(s, turn)
+    if not prepared.media:
+        return json_response({"input_tokens": len(engine.tokenize_prompt(prepared.text))})
+    run = await ChatRun.start(engine, turn, prepared, allow_remote_media=s.settings.allow_remote_media)
+    run.cancel()  # the media counted as the projector tokenizes them, nothing generated
+    return json_response({"input_tokens": run.prompt_tokens})

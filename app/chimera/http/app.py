@@ -28,7 +28,7 @@ from .openapi import describe
 
 log = logging.getLogger("chimera.http")
 
-PUBLIC_PATHS = frozenset({"/health", "/v1/health"})
+PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/"})
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -147,6 +147,7 @@ def create_app(services: Services) -> QuartTrio:
     from .rerank import blueprint as rerank_bp
     from .llm import blueprint as llm_bp
     from .meta import blueprint as meta_bp
+    from .ollama import blueprint as ollama_bp
     from .responses import blueprint as responses_bp
     from .vector_stores import blueprint as vector_stores_bp
 
@@ -161,6 +162,7 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(audio_bp)
     app.register_blueprint(vector_stores_bp)
     app.register_blueprint(images_bp)
+    app.register_blueprint(ollama_bp)
     describe(app, api_keys=bool(services.api_keys))
     app.json.sort_keys = False  # type: ignore[attr-defined]  (quart-schema installs its JSON provider)
 

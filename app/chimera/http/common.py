@@ -23,8 +23,15 @@ def is_anthropic_path(path: str) -> bool:
     return path.startswith("/v1/messages")
 
 
+def is_ollama_path(path: str) -> bool:
+    return path.startswith("/api/")
+
+
 def error_response(e: ChimeraError) -> Response:
-    body = e.to_anthropic() if is_anthropic_path(request.path) else e.to_openai()
+    if is_ollama_path(request.path):
+        body: dict[str, Any] = {"error": e.message}  # Ollama's shape
+    else:
+        body = e.to_anthropic() if is_anthropic_path(request.path) else e.to_openai()
     resp = Response(json.dumps(body), status=e.status, content_type="application/json")
     for k, v in e.headers().items():
         resp.headers[k] = v
@@ -86,8 +93,10 @@ def parse_model(model: type[M], data: dict[str, Any]) -> M:
         raise BadRequest(msg, param=param) from None
 
 
-def sse_event(data: Any) -> bytes:
-    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+def sse_event(data: Any, event: str | None = None) -> bytes:
+    """One server-sent event: `data` as compact JSON, with an `event:` name when given."""
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
 SSE_DONE = b"data: [DONE]\n\n"

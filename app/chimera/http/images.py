@@ -18,7 +18,7 @@ from quart import Blueprint, Response, request
 from ..errors import BadRequest, ChimeraError, Loading, NotEnabled
 from ..images.params import ImageRequest, form_to_fields
 from ..images.pool import ImagePool
-from .common import SSE_DONE, json_response, json_object, parse_model, services, sse_response
+from .common import SSE_DONE, json_object, json_response, parse_model, services, sse_event, sse_response
 
 blueprint = Blueprint("images", __name__)
 
@@ -36,12 +36,6 @@ def _wants_stream(req: ImageRequest) -> ImageRequest:
     if not req.stream and "text/event-stream" in request.headers.get("Accept", ""):
         return req.model_copy(update={"stream": True})
     return req
-
-
-def _sse_bytes(event: str, data: Any) -> bytes:
-    import json
-
-    return f"event: {event}\ndata: ".encode() + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
 def _body(result: dict[str, Any], req: ImageRequest) -> dict[str, Any]:
@@ -65,12 +59,12 @@ async def _sse(first: dict[str, Any] | None, events: AsyncIterator[dict[str, Any
         try:
             while frame is not None:
                 if "images" in frame:
-                    yield _sse_bytes("result", {"type": "result", **_body(frame, req)})
+                    yield sse_event({"type": "result", **_body(frame, req)}, event="result")
                     break
-                yield _sse_bytes("progress", {"type": "progress", **frame})
+                yield sse_event({"type": "progress", **frame}, event="progress")
                 frame = await anext(events, None)
         except ChimeraError as e:
-            yield _sse_bytes("error", e.to_openai())
+            yield sse_event(e.to_openai(), event="error")
         yield SSE_DONE
 
 

@@ -15,8 +15,8 @@ from quart import Blueprint, Response
 from ..errors import BadRequest, ChimeraError, Unsupported
 from ..llm.engine import Engine
 from ..llm.sequence import Delta, Finished
-from ..llm.serving import Generation
-from ..protocol.openai import GenerationFields
+from ..llm.generation import Generation
+from ..protocol.params import GenerationFields
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
 
 blueprint = Blueprint("infill", __name__)
@@ -79,7 +79,7 @@ async def infill() -> Response:
     req = parse_model(InfillRequest, await json_object())
     engine = s.require_engine()
     tokens = fim_prompt(engine, req)
-    gen = Generation(engine, [tokens], req, 0, "input_prefix")
+    gen = engine.generate([tokens], req.spec(engine.n_vocab), "input_prefix")
     if req.stream:
         return sse_response(_stream(gen))
     choices = await gen.collect()

@@ -7,12 +7,15 @@ import logging
 from typing import Any, AsyncIterator
 
 import numpy as np
+from pydantic import ValidationError
 from quart import Blueprint, Response, request
 
 from ..errors import BadRequest, ChimeraError, Unsupported
 from ..llm import introspect, slotfiles
 from ..llm.sequence import Delta
-from ..llm.serving import Generation, completion_logprobs, new_id
+from ..llm.engine import Engine
+from ..llm.generation import Generation, new_id
+from ..protocol.forms import LoraScales
 from ..protocol.openai import (
     ApplyTemplateRequest,
     CompletionRequest,
@@ -20,7 +23,9 @@ from ..protocol.openai import (
     EmbeddingRequest,
     TokenizeRequest,
 )
-from .chat import apply_json_schema, render_prompt
+from ..serving.turn import apply_json_schema
+from .chat import chat_turn
+from .turns import prepare_turn
 from .common import SSE_DONE, json_object, json_response, parse_json, parse_model, services, sse_event, sse_response
 
 log = logging.getLogger("chimera.http.llm")
@@ -51,6 +56,22 @@ async def _stream(gen: Generation, first: dict[str, Any], chunk: Any, include_us
     yield SSE_DONE
 
 
+def completion_logprobs(engine: Engine, entries: list[dict[str, Any]], top_n: int, offset: int) -> dict[str, Any]:
+    """The legacy completions shape: tokens, token_logprobs, top_logprobs, text_offset."""
+    def text(tok: int) -> str:
+        return engine.token_bytes(tok).decode("utf-8", "replace")
+
+    tokens, lps, tops, offsets = [], [], [], []
+    for e in entries:
+        piece = text(e["id"])
+        tokens.append(piece)
+        lps.append(e["logprob"])
+        tops.append({text(t): lp for t, lp in e["top"][:top_n]})
+        offsets.append(offset)
+        offset += len(piece)
+    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+
+
 @blueprint.post("/v1/completions")
 @blueprint.post("/completions")
 async def completions() -> Response:
@@ -71,7 +92,7 @@ async def completions() -> Response:
             texts.append(engine.model.detokenize(p, param="prompt"))
         else:
             raise BadRequest("'prompt' must be a string, a list of strings, or token arrays", param="prompt")
-    gen = Generation(engine, prompts, req, req.n_probs_wanted(), "prompt")
+    gen = engine.generate(prompts, req.spec(engine.n_vocab, req.n_probs_wanted()), "prompt")
     cid, created = new_id("cmpl"), gen.created
     top_n = req.logprobs or 0
     want_lp = req.logprobs is not None
@@ -134,23 +155,7 @@ async def embeddings() -> Response:
         items = [list(raw)]  # type: ignore[arg-type]
     else:
         items = list(raw)  # type: ignore[arg-type]
-    if not items:
-        raise BadRequest("'input' must not be empty", param="input")
-    token_lists = []
-    for i, it in enumerate(items):
-        if isinstance(it, str) and not it.strip():
-            raise BadRequest(f"input[{i}] is an empty string", param="input")
-        toks = engine.model.tokenize(it, add_special=True, parse_special=False) if isinstance(it, str) else it
-        if not toks:
-            raise BadRequest(f"input[{i}] is empty", param="input")
-        engine.model.check_tokens(toks, "input")
-        if len(toks) > engine.n_ctx_slot or len(toks) > engine.n_batch:
-            raise BadRequest(
-                f"input[{i}] has {len(toks)} tokens; the model takes at most {min(engine.n_ctx_slot, engine.n_batch)}",
-                param="input", code="context_length_exceeded",
-            )
-        token_lists.append(toks)
-    vectors = await engine.embed(token_lists)
+    vectors, n = await engine.embed_inputs(items)
     data = []
     for i, v in enumerate(vectors):
         if req.dimensions is not None:
@@ -159,7 +164,6 @@ async def embeddings() -> Response:
         if req.encoding_format == "base64":
             emb = base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
         data.append({"object": "embedding", "index": i, "embedding": emb})
-    n = sum(len(t) for t in token_lists)
     return json_response({"object": "list", "data": data, "model": s.model_id,
                           "usage": {"prompt_tokens": n, "total_tokens": n}})
 
@@ -195,9 +199,8 @@ async def apply_template() -> Response:
     """The prompt a chat request renders to: the same messages, tools, chat_template_kwargs and
     reasoning settings as /v1/chat/completions (without sampling, which it ignores)."""
     req = parse_model(ApplyTemplateRequest, await json_object())
-    s = services()
-    prompt, _plan = render_prompt(s.require_engine(), req, s.settings, add_generation_prompt=req.add_generation_prompt)
-    return json_response({"prompt": prompt})
+    prepared = prepare_turn(services(), chat_turn(req, add_generation_prompt=req.add_generation_prompt))
+    return json_response({"prompt": prepared.text})
 
 
 @blueprint.get("/slots")
@@ -229,13 +232,16 @@ async def lora_adapters() -> Response:
 @blueprint.post("/lora-adapters")
 async def set_lora_adapters() -> Response:
     """Default scales for the following requests: [{"id", "scale"}]; ids not named keep theirs."""
-    from quart import request as req
-
     engine = services().require_engine()
-    body = parse_json(await req.get_data(cache=False))
+    body = parse_json(await request.get_data(cache=False))
     if not isinstance(body, list):
         raise BadRequest("the body must be an array of {\"id\", \"scale\"}")
-    scales = engine.lora_key(body)  # validates ids and scales
+    try:
+        given = LoraScales.model_validate(body).root
+    except ValidationError as e:
+        where = ".".join(str(p) for p in e.errors()[0]["loc"])
+        raise BadRequest(f"invalid [{where}]: {e.errors()[0]['msg']}", param=where) from None
+    scales = engine.lora_key([(x.id, x.scale) for x in given])
     for a, sc in zip(engine.loras, scales):
         a["scale"] = sc
     return json_response([{"id": a["id"], "path": a["path"], "scale": a["scale"]} for a in engine.loras])

@@ -18,7 +18,7 @@ from quart_schema.validation import DataSource
 
 from .. import __version__
 from ..images.params import ImageRequest
-from ..protocol import forms
+from ..protocol import forms, ollama
 from ..protocol.anthropic import CountTokensRequest, MessagesRequest
 from ..protocol.openai import (
     ApplyTemplateRequest,
@@ -96,6 +96,16 @@ DOCS: dict[str, Doc] = {
     "vector_stores.get_upload": Doc(),
     "vector_stores.upload_content": Doc(),
     "vector_stores.delete_upload": Doc(),
+    "ollama.chat": Doc(ollama.OllamaChat, summary="Ollama chat (NDJSON stream unless stream: false)"),
+    "ollama.generate": Doc(ollama.OllamaGenerate, summary="Ollama generate"),
+    "ollama.embed": Doc(ollama.OllamaEmbed),
+    "ollama.embeddings": Doc(ollama.OllamaEmbeddings),
+    "ollama.tags": Doc(summary="the served model, in Ollama's list"),
+    "ollama.ps": Doc(summary="the loaded model, in Ollama's shape"),
+    "ollama.show": Doc(ollama.OllamaShow),
+    "ollama.version": Doc(summary="the Ollama API version this matches"),
+    "ollama.running": Doc(summary="liveness, as Ollama answers it"),
+    "ollama.management": Doc(summary="pull / push / create / copy / delete: what chimera does instead"),
 }
 OWN = frozenset({"openapi"})  # the description's own route
 

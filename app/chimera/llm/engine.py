@@ -29,11 +29,12 @@ from typing import Any, Callable
 import trio
 
 from ..config import Settings
-from ..errors import BadRequest, ChimeraError, ContextLengthExceeded, NotEnabled, Overloaded, Unsupported
+from ..errors import BadRequest, ChimeraError, ContextLengthExceeded, NotEnabled, Overloaded, UnknownAdapter, Unsupported
 from ..metrics import Metrics
 from .chat import ChatTemplate
 from .model import Model
 from .sampling import build_chain
+from .generation import Generation, GenerationSpec
 from .sequence import Delta, Finished, Sequence
 from .doorbell import Doorbell
 from .placement import choose_slot
@@ -138,6 +139,46 @@ class Engine:
     def eog_tokens(self) -> list[int]:
         return sorted(self.stepper.eog)
 
+    # -- what the serving core uses (its ChatEngine protocol) -------------------------------
+    @property
+    def projector(self) -> bool:
+        """A multimodal projector is loaded (`vision` / `audio` say what it reads)."""
+        return self.stepper.mtmd is not None
+
+    @property
+    def template_source(self) -> str:
+        return self.template.source
+
+    @property
+    def n_vocab(self) -> int:
+        return int(self.model.n_vocab)
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool, extra: dict[str, Any]) -> str:
+        return self.template.render(messages, add_generation_prompt=add_generation_prompt, **extra)
+
+    def tokenize_prompt(self, text: str, bos: bool = True) -> list[int]:
+        """A rendered prompt's tokens (BOS added unless the template wrote it, or `bos` is off)."""
+        starts_with_bos = bool(self.template.bos_token) and text.startswith(self.template.bos_token)
+        return self.model.tokenize(text, add_special=bos and not starts_with_bos, parse_special=True)
+
+    def token_bytes(self, token: int) -> bytes:
+        return bytes(self.model.piece(token))
+
+    def generate(self, prompts: list[list[int]], spec: GenerationSpec, param: str, render_special: bool = False) -> Generation:
+        """Queue the request's sequences; their events arrive on the returned Generation."""
+        return Generation(self, prompts, spec, param, render_special=render_special)
+
+    async def generate_with_media(self, text: str, media: list[bytes], spec: GenerationSpec,
+                                  render_special: bool = False) -> Generation:
+        """A rendered prompt with media markers: the projector splits it first."""
+        add_special = not (self.template.bos_token and text.startswith(self.template.bos_token))
+        mp = await self.media_prompt(text, media, add_special)
+        try:
+            return Generation(self, [mp.tokens], spec, "messages", render_special=render_special, media=mp)
+        except BaseException:
+            self.free_later(mp, [])
+            raise
+
     # -- the trio side ----------------------------------------------------------------------
     def check_fits(self, n_prompt: int, max_tokens: int, param: str) -> None:
         if n_prompt == 0:
@@ -195,6 +236,28 @@ class Engine:
         if self.ranking:
             raise Unsupported("this model is a reranker: it scores pairs on /v1/rerank and makes no embeddings")
         return await self.run_job(lambda: self.stepper.embed(inputs, self.n_slots))  # type: ignore[no-any-return]
+
+    async def embed_inputs(self, items: list[str | list[int]], truncate: bool = False) -> tuple[list[list[float]], int]:
+        """Vectors of texts or token lists, and the tokens they took. An input longer than the
+        model takes is cut to fit with `truncate`, else refused."""
+        if not items:
+            raise BadRequest("'input' must not be empty", param="input")
+        limit = min(self.n_ctx_slot, self.n_batch)
+        token_lists = []
+        for i, it in enumerate(items):
+            if isinstance(it, str) and not it.strip():
+                raise BadRequest(f"input[{i}] is an empty string", param="input")
+            toks = self.model.tokenize(it, add_special=True, parse_special=False) if isinstance(it, str) else it
+            if not toks:
+                raise BadRequest(f"input[{i}] is empty", param="input")
+            self.model.check_tokens(toks, "input")
+            if len(toks) > limit:
+                if not truncate:
+                    raise ContextLengthExceeded(f"input[{i}] has {len(toks)} tokens; the model takes at most {limit}",
+                                                param="input")
+                toks = toks[:limit]
+            token_lists.append(toks)
+        return await self.embed(token_lists), sum(len(t) for t in token_lists)
 
     async def media_prompt(self, text: str, media: list[bytes], add_special: bool) -> Any:
         """Split a rendered prompt with media markers into text and media chunks (engine thread)."""
@@ -339,16 +402,14 @@ class Engine:
                 else:
                     mp.free(mt)
 
-    def lora_key(self, overrides: list[Any] | None) -> tuple[float, ...]:
-        """The adapter scales a request runs with: the defaults, overridden per request."""
+    def lora_key(self, overrides: list[tuple[int, float]]) -> tuple[float, ...]:
+        """The adapter scales a request runs with: the defaults, overridden per request by
+        (adapter id, scale)."""
         scales = [a["scale"] for a in self.loras]
-        for i, item in enumerate(overrides or []):
-            if not isinstance(item, dict) or not isinstance(item.get("id"), int) or not 0 <= item["id"] < len(scales):
-                raise BadRequest(f"lora[{i}] must be {{\"id\": 0..{len(scales) - 1}, \"scale\": number}}", param=f"lora.{i}")
-            scale = item.get("scale", 1.0)
-            if not isinstance(scale, (int, float)) or isinstance(scale, bool):
-                raise BadRequest(f"lora[{i}].scale must be a number", param=f"lora.{i}.scale")
-            scales[item["id"]] = float(scale)
+        for i, (adapter, scale) in enumerate(overrides):
+            if not 0 <= adapter < len(scales):
+                raise UnknownAdapter(adapter, len(scales), i)
+            scales[adapter] = float(scale)
         return tuple(scales)
 
     def _apply_lora(self, key: tuple[float, ...]) -> None:

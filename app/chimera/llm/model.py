@@ -83,6 +83,20 @@ class Model:
             self.ll.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", "replace")
 
+    def metadata(self) -> dict[str, str]:
+        """Every GGUF metadata key and its value as llama.cpp prints it (arrays abbreviated)."""
+        out: dict[str, str] = {}
+        buf = ctypes.create_string_buffer(4096)
+        for i in range(int(self.ll.llama_model_meta_count(self.ptr))):
+            n = self.ll.llama_model_meta_key_by_index(self.ptr, i, buf, len(buf))
+            if n < 0:
+                continue
+            key = buf.value.decode("utf-8", "replace")
+            n = self.ll.llama_model_meta_val_str_by_index(self.ptr, i, buf, len(buf))
+            if n >= 0:
+                out[key] = buf.value.decode("utf-8", "replace")
+        return out
+
     def chat_template(self) -> str | None:
         t = self.ll.llama_model_chat_template(self.ptr, None)
         return t.decode("utf-8", "replace") if t else None

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BadRequest
-from .openai import GenerationFields
+from .params import GenerationFields
 
 
 class MessagesRequest(BaseModel):
@@ -52,20 +52,22 @@ class CountTokensRequest(BaseModel):
     tools: list[Any] | None = None
 
 
-def _text_of_blocks(blocks: Any, where: str, media: list[tuple[str, Any, str]] | None = None) -> str:
+def _content_of_blocks(blocks: Any, where: str) -> str | list[dict[str, Any]]:
+    """Anthropic content → chat content: a string, or text and image_url parts when there are
+    images (which need a projector; the serving core says so)."""
     if isinstance(blocks, str):
         return blocks
     if not isinstance(blocks, list):
         raise BadRequest(f"{where} must be a string or an array of content blocks", param=where)
-    parts = []
+    parts: list[dict[str, Any]] = []
     for i, b in enumerate(blocks):
         if not isinstance(b, dict) or "type" not in b:
             raise BadRequest(f"{where}[{i}] must be a content block with a 'type'", param=f"{where}.{i}")
         if b["type"] == "text":
             if not isinstance(b.get("text"), str):
                 raise BadRequest(f"{where}[{i}].text must be a string", param=f"{where}.{i}.text")
-            parts.append(b["text"])
-        elif b["type"] == "image" and media is not None:
+            parts.append({"type": "text", "text": b["text"]})
+        elif b["type"] == "image":
             src = b.get("source") or {}
             if src.get("type") == "base64" and isinstance(src.get("data"), str):
                 url = f"data:{src.get('media_type', 'image/png')};base64,{src['data']}"
@@ -73,22 +75,27 @@ def _text_of_blocks(blocks: Any, where: str, media: list[tuple[str, Any, str]] |
                 url = src["url"]
             else:
                 raise BadRequest(f"{where}[{i}].source must be base64 or url", param=f"{where}.{i}.source")
-            media.append(("image", url, f"{where}.{i}.source"))
-            parts.append("<__media__>")
-        elif b["type"] in ("image", "document"):
-            raise BadRequest(
-                f"{where}[{i}]: this server has no multimodal projector loaded, so it cannot read {b['type']} "
-                "blocks (start it with --mmproj PATH)", param=f"{where}.{i}.type",
-            )
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        elif b["type"] == "document":
+            raise BadRequest(f"{where}[{i}]: document blocks are not supported here (send their text)",
+                             param=f"{where}.{i}.type")
         elif b["type"] in ("thinking", "redacted_thinking"):
             continue  # earlier reasoning is not fed back to the model
         else:
             raise BadRequest(f"{where}[{i}].type {b['type']!r} is not supported here", param=f"{where}.{i}.type")
-    return "\n".join(parts)
+    if all(p["type"] == "text" for p in parts):
+        return "\n".join(p["text"] for p in parts)
+    return parts  # the chat template's text joins parts with newlines, as blocks were
 
 
-def to_chat_messages(system: str | list[Any] | None, messages: list[Any],
-                     media: list[tuple[str, Any, str]] | None = None) -> list[dict[str, Any]]:
+def _text_of_blocks(blocks: Any, where: str) -> str:
+    content = _content_of_blocks(blocks, where)
+    if not isinstance(content, str):
+        raise BadRequest(f"{where}: only text is read here", param=where)
+    return content
+
+
+def to_chat_messages(system: str | list[Any] | None, messages: list[Any]) -> list[dict[str, Any]]:
     """Anthropic system + messages → OpenAI-style chat messages for the chat template."""
     out: list[dict[str, Any]] = []
     if system:
@@ -107,7 +114,7 @@ def to_chat_messages(system: str | list[Any] | None, messages: list[Any],
         if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result") for b in content):
             out.extend(_tool_blocks(role, content, i))
             continue
-        out.append({"role": role, "content": _text_of_blocks(content, f"messages.{i}.content", media)})
+        out.append({"role": role, "content": _content_of_blocks(content, f"messages.{i}.content")})
     return out
 
 

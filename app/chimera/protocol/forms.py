@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 from quart_schema.pydantic import File
 
 from ..images.params import ImageRequest
+from .params import LoraScale
 
 
 class _Form(BaseModel):
@@ -88,11 +89,6 @@ class UpdateStore(BaseModel):
 class SlotFile(BaseModel):
     model_config = ConfigDict(extra="allow")
     filename: str | None = Field(None, description="a file name in --slot-save-path (save and restore)")
-
-
-class LoraScale(BaseModel):
-    id: int = Field(ge=0)
-    scale: float
 
 
 LoraScales = RootModel[list[LoraScale]]

@@ -1,26 +1,43 @@
-"""Serving logic between the routes and the engine: build sequences, run them, shape results.
+"""One request's generation on the engine: its sequences (prompts × n) sharing one event
+channel, what it asks for (`GenerationSpec`, in the engine's terms), and its usage.
 
-Returns plain dicts or raises ChimeraError; knows nothing of HTTP.
+Knows nothing of HTTP or of any API's shapes.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import trio
 
 from ..errors import ChimeraError
-from ..protocol.openai import GenerationFields
-from .engine import Engine
+from .sampling import SamplingParams
 from .sequence import Delta, Finished, Sequence
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+@dataclass
+class GenerationSpec:
+    """What a request asks of the engine."""
+
+    sampling: SamplingParams
+    max_tokens: int  # -1: until the slot's context is full
+    stops: list[str] = field(default_factory=list)
+    n: int = 1  # choices per prompt
+    n_probs: int = 0  # log-probabilities of this many alternatives per token
+    cache_prompt: bool = True
+    lora: list[tuple[int, float]] = field(default_factory=list)  # (adapter id, scale) for this request
 
 
 @dataclass
@@ -34,28 +51,28 @@ class Choice:
 class Generation:
     """The sequences of one request (prompts × n) sharing one event channel."""
 
-    def __init__(self, engine: Engine, prompts: list[list[int]], req: GenerationFields, n_probs: int, param: str,
+    def __init__(self, engine: Engine, prompts: list[list[int]], spec: GenerationSpec, param: str,
                  render_special: bool = False, media: Any = None) -> None:
         self.engine = engine
         self.prompts = prompts
-        self.n = req.n
-        limit = req.limit()
+        self.n = spec.n
+        limit = spec.max_tokens
         self.media = media  # a MediaPrompt: its placeholders are not vocabulary ids
         self.media_tokens = sum(m.n_tokens for m in media.media.values()) if media is not None else 0
         for p in prompts:
             if media is None:
                 engine.model.check_tokens(p, param)
             engine.check_fits(len(p), limit, param)
-        lora_key = engine.lora_key(getattr(req, "lora", None))
+        lora_key = engine.lora_key(spec.lora)
         send, self.receive = trio.open_memory_channel[Delta | Finished](math.inf)
         self.seqs: list[Sequence] = []
         with send:
             for i, p in enumerate(prompts):
-                for j in range(req.n):
+                for j in range(spec.n):
                     self.seqs.append(Sequence(
-                        prompt=p, params=req.sampling(engine.model.n_vocab), max_tokens=limit,
-                        stops=req.stop_list(), n_probs=n_probs, cache_prompt=req.cache_prompt,
-                        index=i * req.n + j, send=send.clone(), render_special=render_special, lora_key=lora_key,
+                        prompt=p, params=copy.copy(spec.sampling), max_tokens=limit,
+                        stops=list(spec.stops), n_probs=spec.n_probs, cache_prompt=spec.cache_prompt,
+                        index=i * spec.n + j, send=send.clone(), render_special=render_special, lora_key=lora_key,
                         media=media.media if media is not None else {},
                     ))
             engine.submit(self.seqs)
@@ -110,34 +127,3 @@ class Generation:
             "total_tokens": prompt + completion,
             "prompt_tokens_details": details,
         }
-
-
-def _piece_str(engine: Engine, tok: int) -> str:
-    return engine.model.piece(tok).decode("utf-8", "replace")
-
-
-def chat_logprobs(engine: Engine, entries: list[dict[str, Any]], top_n: int) -> dict[str, Any]:
-    content = []
-    for e in entries:
-        content.append({
-            "token": _piece_str(engine, e["id"]),
-            "logprob": e["logprob"],
-            "bytes": e["bytes"],
-            "top_logprobs": [
-                {"token": _piece_str(engine, t), "logprob": lp, "bytes": list(engine.model.piece(t))}
-                for t, lp in e["top"][:top_n]
-            ],
-        })
-    return {"content": content}
-
-
-def completion_logprobs(engine: Engine, entries: list[dict[str, Any]], top_n: int, offset: int) -> dict[str, Any]:
-    tokens, lps, tops, offsets = [], [], [], []
-    for e in entries:
-        s = _piece_str(engine, e["id"])
-        tokens.append(s)
-        lps.append(e["logprob"])
-        tops.append({_piece_str(engine, t): lp for t, lp in e["top"][:top_n]})
-        offsets.append(offset)
-        offset += len(s)
-    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}

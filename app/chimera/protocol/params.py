@@ -1,0 +1,119 @@
+"""The generation fields every text-generating route shares (llama-server's set: OpenAI's
+sampling fields and llama.cpp's extensions), and how they become the engine's GenerationSpec.
+No I/O here.
+
+Sampling fields are the fields of `SamplingParams` itself: a field added there is taken from
+requests by its name, with no second list to keep in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..errors import BadRequest
+from ..llm.generation import GenerationSpec
+from ..llm.sampling import DEFAULT_DRY_BREAKERS, SamplingParams
+
+# fields of SamplingParams that requests do not set directly, or set in another shape
+_NOT_FROM_REQUEST = frozenset({"logit_bias", "dry_sequence_breakers", "ignore_eos"})
+SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingParams) if f.name not in _NOT_FROM_REQUEST)
+
+
+class LoraScale(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: int = Field(ge=0)
+    scale: float = 1.0
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    include_usage: bool = False
+
+
+class GenerationFields(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=16)
+    max_tokens: int | None = Field(None, ge=0)
+    max_completion_tokens: int | None = Field(None, ge=0)
+    n_predict: int | None = Field(None, ge=-1)
+    stop: str | list[str] | None = None
+    temperature: float | None = Field(None, ge=0.0, le=10.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    typical_p: float | None = Field(None, ge=0.0, le=1.0)
+    top_n_sigma: float | None = None
+    repeat_penalty: float | None = Field(None, ge=0.0)
+    repeat_last_n: int | None = Field(None, ge=-1)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    dry_multiplier: float | None = Field(None, ge=0.0)
+    dry_base: float | None = Field(None, ge=1.0)
+    dry_allowed_length: int | None = Field(None, ge=0)
+    dry_penalty_last_n: int | None = Field(None, ge=-1)
+    dry_sequence_breakers: list[str] | None = None
+    xtc_probability: float | None = Field(None, ge=0.0, le=1.0)
+    xtc_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    seed: int | None = None
+    logit_bias: dict[str, float] | None = None
+    ignore_eos: bool = False
+    grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
+    n_probs: int | None = Field(None, ge=0, le=100)
+    cache_prompt: bool = True
+    lora: list[LoraScale] | None = None  # adapter scales for this request
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and len(v) > 16:
+            raise ValueError("at most 16 stop strings")
+        return v
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def limit(self) -> int:
+        """Tokens to generate at most; -1 means until the end of the slot's context."""
+        for v in (self.max_completion_tokens, self.max_tokens, self.n_predict):
+            if v is not None:
+                return v
+        return -1
+
+    def sampling(self, n_vocab: int) -> SamplingParams:
+        p = SamplingParams()
+        for name in SAMPLING_FIELDS:
+            v = getattr(self, name)
+            if v is not None:
+                setattr(p, name, v)
+        p.dry_sequence_breakers = tuple(self.dry_sequence_breakers or DEFAULT_DRY_BREAKERS)
+        p.ignore_eos = self.ignore_eos
+        if self.logit_bias:
+            for key, bias in self.logit_bias.items():
+                try:
+                    tok = int(key)
+                except ValueError:
+                    raise BadRequest(f"logit_bias keys must be token ids, got {key!r}", param="logit_bias") from None
+                if not 0 <= tok < n_vocab:
+                    raise BadRequest(f"logit_bias token {tok} is outside the vocabulary", param="logit_bias")
+                p.logit_bias[tok] = max(-100.0, min(100.0, bias)) if abs(bias) != float("inf") else bias
+        return p
+
+    def spec(self, n_vocab: int, n_probs: int = 0) -> GenerationSpec:
+        return GenerationSpec(
+            sampling=self.sampling(n_vocab), max_tokens=self.limit(), stops=self.stop_list(), n=self.n,
+            n_probs=n_probs, cache_prompt=self.cache_prompt, lora=[(x.id, x.scale) for x in self.lora or []])

@@ -1,0 +1,205 @@
+"""ChatRun: a prepared chat turn running on the engine, as typed events (streamed) or whole
+results, with reasoning split from the reply, tool calls parsed, the parallel-call policy
+applied, usage counted, and the exchange saved before the client sees the end of it.
+
+Cancellation handling: leaving `events()` early (the client went away) or cancelling `collect()`
+cancels the generation and saves what was produced, marked incomplete.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import trio
+
+from ..errors import BadRequest, ContextLengthExceeded
+from ..llm.media import media_bytes
+from ..llm.reasoning import split_with
+from ..llm.sequence import Delta
+from ..llm.toolcalls import Call, StreamParser
+from .engine import ChatEngine, ChatGeneration
+from .events import Calls, ChoiceResult, Content, Done, Event, FinishReason, Reasoning, TokenLogprob, ToolCall, Usage
+from .turn import ChatTurn, Prepared
+
+Saver = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _logprobs(entries: list[dict[str, Any]] | None) -> list[TokenLogprob]:
+    return [TokenLogprob(e["id"], e["logprob"], [(t, lp) for t, lp in e["top"]]) for e in entries or []]
+
+
+def _tool_calls(calls: list[Call], parallel: bool) -> list[ToolCall]:
+    return [ToolCall("call_" + uuid.uuid4().hex[:24], c["name"], c["arguments"]) for c in (calls if parallel else calls[:1])]
+
+
+def _within(limit: int, n_prompt: int, max_tokens: int) -> int:
+    """The most tokens a request may generate inside its own context size."""
+    if n_prompt >= limit:
+        raise ContextLengthExceeded(f"the prompt has {n_prompt} tokens, the request's context {limit}")
+    room = limit - n_prompt
+    return room if max_tokens < 0 else min(max_tokens, room)
+
+
+class _Transcript:
+    """Choice 0 as the client received it, in the shape saved chats keep."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: list[ToolCall] = []
+        self.done: Done | None = None
+
+    def reply(self, usage: Usage, incomplete: bool) -> dict[str, Any]:
+        return {
+            "content": "".join(self.content), "reasoning_content": "".join(self.reasoning) or None,
+            "tool_calls": [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                           for c in self.calls] or None,
+            "finish_reason": self.done.reason if self.done else None,
+            "usage": {"prompt_tokens": usage.prompt, "completion_tokens": usage.completion, "total_tokens": usage.total,
+                      "cached_tokens": usage.cached},
+            "timings": self.done.timings if self.done else None,
+            "incomplete": incomplete,
+        }
+
+
+class ChatRun:
+    def __init__(self, gen: ChatGeneration, prepared: Prepared, saver: Saver | None) -> None:
+        self.gen = gen
+        self.prepared = prepared
+        self.saver = saver
+        self._done: list[Done] = []
+        self._saved = False
+
+    @classmethod
+    async def start(cls, engine: ChatEngine, turn: ChatTurn, prepared: Prepared, *, allow_remote_media: bool,
+                    saver: Saver | None = None) -> "ChatRun":
+        n_probs = max(1, turn.top_logprobs) if turn.logprobs else (turn.params.n_probs or 0)
+        spec = turn.params.spec(engine.n_vocab, n_probs)
+        render_special = prepared.plan is not None or prepared.thinking is not None
+        if not prepared.media:
+            bos = not turn.prefix_tokens  # a returned context starts with its own
+            prompt = turn.prefix_tokens + engine.tokenize_prompt(prepared.text, bos=bos)
+            if turn.ctx_limit is not None:
+                spec.max_tokens = _within(turn.ctx_limit, len(prompt), spec.max_tokens)
+            return cls(engine.generate([prompt], spec, "messages", render_special), prepared, saver)
+        for kind, _, param in prepared.media:
+            if (kind == "image" and not engine.vision) or (kind == "audio" and not engine.audio):
+                raise BadRequest(f"the loaded projector does not read {kind}", param=param)
+        blobs = []
+        for _, src, param in prepared.media:  # a remote fetch must not block the event loop
+            fetch = partial(media_bytes, src, allow_remote_media, param)
+            blobs.append(fetch() if src.startswith("data:") else await trio.to_thread.run_sync(fetch, abandon_on_cancel=True))
+        return cls(await engine.generate_with_media(prepared.text, blobs, spec, render_special), prepared, saver)
+
+    @property
+    def n_choices(self) -> int:
+        return len(self.gen.seqs)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(p) for p in self.gen.prompts)
+
+    def usage(self) -> Usage:
+        completion = sum(d.completion_tokens for d in self._done)
+        first = {d.index: d for d in self._done}
+        cached = sum(first[i * self.gen.n].cached_tokens for i in range(len(self.gen.prompts)) if i * self.gen.n in first)
+        prompt = self.prompt_tokens
+        return Usage(prompt=prompt, completion=completion, cached=min(cached, prompt), media=self.gen.media_tokens)
+
+    async def _save(self, transcript: _Transcript, incomplete: bool) -> None:
+        if self._saved or self.saver is None:
+            return
+        self._saved = True
+        await self.saver(transcript.reply(self.usage(), incomplete))
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every choice's events in the order they happen; each choice ends with Done."""
+        p = self.prepared
+        splitters = {s.index: p.thinking() for s in self.gen.seqs} if p.thinking is not None else {}
+        parsers = {s.index: StreamParser(p.plan.family) for s in self.gen.seqs} if p.plan is not None else {}
+        transcript = _Transcript()
+        finished = False
+        try:
+            async for ev in self.gen.events():
+                i = ev.index
+                if isinstance(ev, Delta):
+                    thought, text = splitters[i].feed(ev.text) if splitters else ("", ev.text)
+                    text = parsers[i].feed(text) if parsers else text
+                    for out in self._say(transcript, i, thought, text, _logprobs(ev.logprobs) or None):
+                        yield out
+                    continue
+                thought, rest = splitters[i].finish() if splitters else ("", "")
+                calls: list[ToolCall] = []
+                if parsers:
+                    rest = parsers[i].feed(rest) if rest else ""
+                    tail, found = parsers[i].finish()
+                    rest += tail
+                    calls = _tool_calls(found, p.plan.parallel if p.plan else True)
+                for out in self._say(transcript, i, thought, rest, None):
+                    yield out
+                if calls:
+                    if i == 0:
+                        transcript.calls = calls
+                    yield Calls(i, calls)
+                reason: FinishReason = "tool_calls" if calls else ev.reason  # type: ignore[assignment]
+                done = Done(i, reason, ev.stop_word, ev.usage["completion_tokens"],
+                            ev.usage["prompt_tokens_details"]["cached_tokens"], ev.timings)
+                self._done.append(done)
+                if i == 0:
+                    transcript.done = done
+                yield done
+            finished = True
+            await self._save(transcript, incomplete=False)  # before the client sees the end
+        finally:
+            self.gen.cancel()
+            if not finished:
+                with trio.CancelScope(shield=True):
+                    await self._save(transcript, incomplete=True)
+
+    @staticmethod
+    def _say(transcript: _Transcript, i: int, thought: str, text: str, lps: list[TokenLogprob] | None) -> list[Event]:
+        out: list[Event] = []
+        if thought:
+            out.append(Reasoning(i, thought))
+        if text or lps:
+            out.append(Content(i, text, lps))
+        if i == 0:
+            transcript.reasoning.append(thought)
+            transcript.content.append(text)
+        return out
+
+    async def collect(self) -> list[ChoiceResult]:
+        """Every choice, whole (the same reasoning split and call parsing as a stream makes)."""
+        p = self.prepared
+        choices = await self.gen.collect()
+        results = []
+        for c in choices:
+            f = c.finished
+            text = "".join(c.text)
+            thought = ""
+            if p.thinking is not None:
+                thought, text = split_with(p.thinking(), text)
+            calls: list[ToolCall] = []
+            if p.plan is not None:
+                parsed = p.plan.family.parse(text)
+                if parsed.calls:
+                    text, calls = parsed.content, _tool_calls(parsed.calls, p.plan.parallel)
+            done = None
+            if f is not None:
+                reason: FinishReason = "tool_calls" if calls else f.reason  # type: ignore[assignment]
+                done = Done(c.index, reason, f.stop_word, f.usage["completion_tokens"],
+                            f.usage["prompt_tokens_details"]["cached_tokens"], f.timings)
+                self._done.append(done)
+            results.append(ChoiceResult(c.index, text, thought, calls, _logprobs(c.logprobs), done))
+        if results:
+            transcript = _Transcript()
+            first = results[0]
+            transcript.content, transcript.reasoning = [first.content], [first.reasoning]
+            transcript.calls, transcript.done = first.calls, first.done
+            await self._save(transcript, incomplete=False)  # before the reply is sent
+        return results
+
+    def cancel(self) -> None:
+        self.gen.cancel()

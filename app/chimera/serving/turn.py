@@ -1,0 +1,134 @@
+"""A chat request in no API's shape (`ChatTurn`), and what it becomes before generation
+(`Prepared`): messages through the chat template, tools planned, output constraints turned into
+one grammar, and the way reasoning is told apart from the reply.
+
+Messages use the common chat shape every dialect converts to: `{"role", "content"}` with content
+a string or text / image_url / input_audio parts, assistant `tool_calls`, and `tool` messages
+with `tool_call_id`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import BadRequest
+from ..llm import tooluse
+from ..llm.chat import normalize_messages
+from ..llm.grammars import JSON_GBNF
+from ..llm.reasoning import OPEN, HarmonySplitter, ReasoningSplitter
+from ..llm.schema import schema_to_grammar
+from ..protocol.params import GenerationFields
+from .engine import ChatEngine
+
+Splitters = Callable[[], "ReasoningSplitter | HarmonySplitter"]
+RESERVED_TEMPLATE_VARS = frozenset({"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"})
+
+
+@dataclass
+class ChatTurn:
+    messages: list[dict[str, Any]]
+    params: GenerationFields  # sampling, limits, stops, n, grammar / json_schema, LoRA scales
+    tools: list[dict[str, Any]] | None = None  # [{"type": "function", "function": {...}}]
+    tool_choice: Any = None  # auto | none | required | {"type": "function", "function": {"name"}}
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None  # text | json_object | json_schema (OpenAI's shape)
+    template_vars: dict[str, Any] = field(default_factory=dict)  # chat_template_kwargs and the like
+    reasoning_format: str | None = None  # this request's --reasoning-format
+    top_logprobs: int = 0  # log-probabilities of this many alternatives per token (0: none)
+    logprobs: bool = False
+    add_generation_prompt: bool = True
+    raw_prompt: str | None = None  # a prompt given as text, not rendered through the template
+    prefix_tokens: list[int] = field(default_factory=list)  # tokens before the prompt (a returned context)
+    ctx_limit: int | None = None  # the request's own context size, when smaller than a slot's
+
+
+@dataclass
+class Prepared:
+    text: str  # the rendered prompt
+    plan: tooluse.ToolPlan | None
+    thinking: Splitters | None
+    media: list[tuple[str, Any, str]]  # (kind, source, param) of image / audio parts, in prompt order
+    history: list[dict[str, Any]]  # the request's messages as saved chats keep them
+    raw: bool = False  # the text is the prompt as given, not a rendered template
+
+
+def constrain(params: GenerationFields, grammar: str, param: str) -> None:
+    if params.grammar:
+        raise BadRequest(f"'{param}' cannot be combined with 'grammar', 'json_schema' or another constraint", param=param)
+    params.grammar = grammar
+
+
+def apply_json_schema(params: GenerationFields) -> None:
+    """llama-server's top-level `json_schema` field."""
+    if params.json_schema is not None:
+        if params.grammar:
+            raise BadRequest("give either 'grammar' or 'json_schema', not both", param="json_schema")
+        params.grammar = schema_to_grammar(params.json_schema, param="json_schema")
+
+
+def apply_response_format(params: GenerationFields, rf: dict[str, Any] | None) -> None:
+    apply_json_schema(params)
+    if rf is None or rf.get("type") == "text":
+        return
+    kind = rf.get("type")
+    if kind == "json_object":
+        schema = rf.get("schema")  # llama-server's schema inside json_object
+        constrain(params, schema_to_grammar(schema, param="response_format.schema") if schema else JSON_GBNF, "response_format")
+    elif kind == "json_schema":
+        spec = rf.get("json_schema")
+        if not isinstance(spec, dict) or "schema" not in spec:
+            raise BadRequest("response_format.json_schema must be an object with a 'schema'", param="response_format.json_schema")
+        constrain(params, schema_to_grammar(spec["schema"]), "response_format")
+    else:
+        raise BadRequest(f"response_format.type must be text, json_object or json_schema, got {kind!r}",
+                         param="response_format.type")
+
+
+def template_vars(turn: ChatTurn, thinking_off: bool) -> dict[str, Any]:
+    extra: dict[str, Any] = {"enable_thinking": False} if thinking_off else {}
+    for key, value in turn.template_vars.items():
+        if key in RESERVED_TEMPLATE_VARS:
+            raise BadRequest(f"chat_template_kwargs cannot set {key!r}", param=f"chat_template_kwargs.{key}")
+        extra[key] = value
+    return extra
+
+
+def reasoning_mode(template_source: str, fmt: str, prompt: str, tools: bool) -> Splitters | None:
+    """How reasoning is separated from the reply, or None to leave it in content.
+
+    harmony (gpt-oss) channels when the template has them and no tools are in play (with tools,
+    the gpt-oss call parser reads the channels); `<think>` blocks when the template knows them
+    (`auto`) or always (`deepseek`), starting inside one if the prompt opened it."""
+    if fmt == "none":
+        return None
+    if "<|channel|>" in template_source and not tools:
+        return HarmonySplitter
+    if fmt == "auto" and OPEN not in template_source:
+        return None
+    inside = prompt.rstrip().endswith(OPEN)
+    return lambda: ReasoningSplitter(inside)
+
+
+def prepare(engine: ChatEngine, turn: ChatTurn, thinking_off: bool, default_reasoning: str) -> Prepared:
+    """Render the turn's prompt and settle its constraints (raises BadRequest on bad input).
+    `thinking_off`: the server asks templates not to think (--reasoning-budget 0)."""
+    if turn.raw_prompt is not None:
+        apply_response_format(turn.params, turn.response_format)
+        return Prepared(turn.raw_prompt, None, None, [], [{"role": "user", "content": turn.raw_prompt}], raw=True)
+    media: list[tuple[str, Any, str]] = []
+    messages = normalize_messages(turn.messages, media if engine.projector else None)
+    history = normalize_messages(turn.messages, [] if engine.projector else None)
+    plan = tooluse.plan(turn.tools, turn.tool_choice, turn.parallel_tool_calls, engine.template_source)
+    apply_response_format(turn.params, turn.response_format)
+    extra = template_vars(turn, thinking_off)
+    if plan is not None:
+        messages = tooluse.render_messages(messages, plan)
+        if plan.native:
+            extra["tools"] = plan.tools
+        grammar = tooluse.forced_grammar(plan)
+        if grammar is not None:
+            constrain(turn.params, grammar, "tool_choice")
+    text = engine.render(messages, turn.add_generation_prompt, extra)
+    thinking = reasoning_mode(engine.template_source, turn.reasoning_format or default_reasoning, text, plan is not None)
+    return Prepared(text, plan, thinking, media, history)
