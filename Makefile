@@ -70,8 +70,12 @@ test-binary: binary models
 release: binary
 	$(BIN)/python packaging/release.py --backend $(BACKEND)
 
+# ruff (style, imports, likely bugs) and mypy (strict on the serving core and the protocol
+# models), both pinned in pyproject.toml's lint extra
 lint: setup
-	$(BIN)/python -m compileall -q app tests
+	$(BIN)/python -m pip install -q -e '.[lint]'
+	$(BIN)/python -m ruff check app tests
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf $(VENV) build dist

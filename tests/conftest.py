@@ -10,8 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import openai
@@ -72,7 +72,7 @@ class Server:
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 90.0) -> "Server":
+    def wait_ready(self, timeout: float = 90.0) -> Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -101,7 +101,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"server did not exit within {timeout}s of {sig}:\n{self.output()}")
+                raise AssertionError(f"server did not exit within {timeout}s of {sig}:\n{self.output()}") from None
         return int(self.proc.returncode)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from . import __version__
 from .config import OPTIONS, Settings, resolve
@@ -13,7 +14,7 @@ from .errors import ConfigError
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit code 2 with a clear message, as argparse does
+    def error(self, message: str) -> NoReturn:  # exit code 2 with a clear message, as argparse does
         self.print_usage(sys.stderr)
         self.exit(2, f"chimera: error: {message}\n")
 

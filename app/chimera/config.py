@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .templates import BUILTIN_TEMPLATES
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,6 @@ class Settings(BaseModel):
     @field_validator("chat_template")
     @classmethod
     def _template(cls, v: str | None) -> str | None:
-        from .llm.chat import BUILTIN_TEMPLATES
-
         if v is not None and v not in BUILTIN_TEMPLATES:
             raise ValueError(f"unknown template; built in: {', '.join(BUILTIN_TEMPLATES)}")
         return v

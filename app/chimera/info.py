@@ -37,7 +37,7 @@ def probe_main() -> int:
     """Runs in a child process: import the audio and image engines and print what they are."""
     out: dict[str, Any] = {}
     try:
-        import _pywhispercpp as pw  # type: ignore[import-not-found]
+        import _pywhispercpp as pw
 
         out["whisper_cpp"] = {
             "binding": _dist_version("pywhispercpp"),
@@ -47,8 +47,8 @@ def probe_main() -> int:
     except Exception as e:  # noqa: BLE001 - report, never fail the probe
         out["whisper_cpp"] = {"error": f"{type(e).__name__}: {e}"}
     try:
-        import stable_diffusion_cpp as sd  # type: ignore[import-not-found]
-        from stable_diffusion_cpp import stable_diffusion_cpp as lib  # type: ignore[import-not-found]
+        import stable_diffusion_cpp as sd
+        from stable_diffusion_cpp import stable_diffusion_cpp as lib
 
         info: dict[str, Any] = {"binding": _dist_version("stable-diffusion-cpp-python")}
         for fn in ("sd_version", "sd_commit"):

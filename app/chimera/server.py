@@ -33,8 +33,8 @@ from .logs import setup_logging
 from .services import Lifecycle, Services
 
 if TYPE_CHECKING:
-    from .llm.engine import Engine
     from .images.setup import ImageSetup
+    from .llm.engine import Engine
 
 log = logging.getLogger("chimera")
 # after --shutdown-timeout, ended generations get this long to write their last event
@@ -62,7 +62,7 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     cfg.graceful_timeout = settings.shutdown_timeout + FLUSH_SECONDS
     cfg.keep_alive_timeout = settings.keep_alive_timeout  # also bounds how long request headers may take
     cfg.accesslog = None
-    cfg.errorlog = logging.getLogger("hypercorn.error")  # type: ignore[assignment]
+    cfg.errorlog = logging.getLogger("hypercorn.error")
     cfg.h11_max_incomplete_size = 64 * 1024
     return cfg
 
@@ -153,7 +153,7 @@ async def _run_audio(services: Services) -> None:
         services.audio = pool
 
 
-async def _run_images(services: Services, setup: "ImageSetup") -> None:
+async def _run_images(services: Services, setup: ImageSetup) -> None:
     """Check the LoRA aliases in a throwaway worker, then start the image workers. A model that
     leaves no context, or an adapter that does not fit, ends start-up with a clear error."""
     from .images.lora import check_loras

@@ -59,6 +59,7 @@ def main() -> None:
 
     from chimera.audio.decode import decode
     from chimera.models import prepare
+
     from conftest import Server
 
     model_path = prepare("whisper")

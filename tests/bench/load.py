@@ -7,8 +7,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
-import trio
 import httpx
+import trio
 
 WORDS = ("river mountain lantern harbor violet engine meadow copper falcon orchard whisper canyon "
          "glacier saddle thunder velvet compass ember pillar tundra").split()

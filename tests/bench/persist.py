@@ -12,7 +12,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from load import run_load  # noqa: E402
-from run import free_port, Proc  # noqa: E402
+from run import Proc, free_port  # noqa: E402
 
 
 def main() -> None:

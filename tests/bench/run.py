@@ -12,12 +12,12 @@ import os
 import platform
 import re
 import signal
-import statistics
-from functools import partial
 import socket
+import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 

@@ -8,8 +8,8 @@ import base64
 import json
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import ollama

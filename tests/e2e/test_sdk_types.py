@@ -5,8 +5,9 @@ SDK's leniency: a field the next SDK release makes required fails here, not in a
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest

@@ -4,8 +4,9 @@ filters, deletion, bad input, model mismatch, the openai SDK, and file_search in
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import openai

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import anthropic
 import httpx

@@ -14,8 +14,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import openai
@@ -61,7 +61,7 @@ class FrozenServer:
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 120.0) -> "FrozenServer":
+    def wait_ready(self, timeout: float = 120.0) -> FrozenServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 # Bump whenever a generator's output changes: the new files go to a new folder.
 GENERATOR_VERSION = 1

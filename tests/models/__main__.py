@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import MODELS, tiny_model, tiny_sd_set  # noqa: E402

@@ -16,8 +16,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 LLAMA_SPM_MEMBER = "vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf"

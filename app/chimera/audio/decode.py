@@ -8,6 +8,7 @@ audio), 400 when a recognised container is corrupt, 413 when the audio is longer
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,8 @@ def decode(data: bytes, max_seconds: float) -> np.ndarray:
     if not data:
         raise WorkerInputError("the audio file is empty", param="file")
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data)) as opened:
+            container: Any = opened  # an input container (PyAV types both kinds as one)
             streams = [s for s in container.streams if s.type == "audio"]
             if not streams:
                 raise WorkerInputError(f"the file holds no audio stream (accepted: {ACCEPTED})", 415, "file")

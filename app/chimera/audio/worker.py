@@ -96,10 +96,11 @@ def main(model_path: str, threads: int) -> int:
     from .decode import decode
 
     model = Model(model_path, n_threads=threads, print_progress=False, print_realtime=False, redirect_whispercpp_logs_to=False)
-    if getattr(model, "_ctx", None) is None:
+    ctx = getattr(model, "_ctx", None)  # the binding's whisper context
+    if ctx is None:
         raise SystemExit(f"error: whisper.cpp could not load {model_path}")
-    multilingual = bool(pw.whisper_is_multilingual(model._ctx))
-    no_speech = NoSpeech(pw, model._ctx)
+    multilingual = bool(pw.whisper_is_multilingual(ctx))
+    no_speech = NoSpeech(pw, ctx)
 
     def handle(proto: Protocol, req: dict[str, Any], data: bytes) -> dict[str, Any]:
         audio = decode(data, float(req.get("max_seconds", 3600)))

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from quart import Blueprint, Response
 
@@ -14,10 +15,10 @@ from ..errors import BadRequest, ChimeraError
 from ..llm.generation import new_id
 from ..protocol.anthropic import CountTokensRequest, MessagesRequest, stop_reason, to_chat_messages
 from ..protocol.params import GenerationFields
+from ..services import Services
 from ..serving.events import Calls, Content, Done, Reasoning, ToolCall, Usage
 from ..serving.run import ChatRun
 from ..serving.turn import ChatTurn
-from ..services import Services
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
 from .turns import prepare_turn, start_turn
 

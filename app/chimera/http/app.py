@@ -140,14 +140,14 @@ def create_app(services: Services) -> QuartTrio:
 
     from .anthropic import blueprint as anthropic_bp
     from .audio import blueprint as audio_bp
-    from .images import blueprint as images_bp
     from .chat import blueprint as chat_bp
     from .chats import blueprint as chats_bp
+    from .images import blueprint as images_bp
     from .infill import blueprint as infill_bp
-    from .rerank import blueprint as rerank_bp
     from .llm import blueprint as llm_bp
     from .meta import blueprint as meta_bp
     from .ollama import blueprint as ollama_bp
+    from .rerank import blueprint as rerank_bp
     from .responses import blueprint as responses_bp
     from .vector_stores import blueprint as vector_stores_bp
 
@@ -164,7 +164,8 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(images_bp)
     app.register_blueprint(ollama_bp)
     describe(app, api_keys=bool(services.api_keys))
-    app.json.sort_keys = False  # type: ignore[attr-defined]  (quart-schema installs its JSON provider)
+    # quart-schema installed its JSON provider: keep the order of keys as written
+    app.json.sort_keys = False  # type: ignore[attr-defined]
 
     if services.settings.cors_origins:
         origins = "*" if "*" in services.settings.cors_origins else list(services.settings.cors_origins)

@@ -18,14 +18,14 @@ carries around a request.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
-Message = dict[str, Any]
+Message = Any  # ASGI events (TypedDicts in hypercorn.typing, read here by key)
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 
 class _Exchange:
@@ -64,12 +64,12 @@ def _content_length(scope: dict[str, Any]) -> int | None:
 
 
 class ConnectionGuard:
-    def __init__(self, app: ASGIApp, *, drain_bytes: int, drain_seconds: float) -> None:
+    def __init__(self, app: Any, *, drain_bytes: int, drain_seconds: float) -> None:
         self.app = app
         self.drain_bytes = drain_bytes
         self.drain_seconds = drain_seconds
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

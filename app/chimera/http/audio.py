@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import Any
 
 from quart import Blueprint, Response, request
 
@@ -74,7 +75,7 @@ def _header(pool: AudioPool, form: Any, task: str) -> tuple[dict[str, Any], str,
     return header, fmt, grans, stream
 
 
-async def _sse(first: dict[str, Any], events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _sse(first: dict[str, Any], events: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[bytes]:
     """OpenAI's transcription stream: one `transcript.text.delta` per decoded segment, then `done`."""
     async with aclosing(events):
         started = False

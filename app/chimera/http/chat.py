@@ -4,7 +4,8 @@ events → chat.completion objects and chunks)."""
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from quart import Blueprint, Response
 

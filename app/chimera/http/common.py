@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, AsyncIterator, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from quart import Response, current_app, request
@@ -16,7 +17,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def services() -> Services:
-    return current_app.extensions["chimera"]  # type: ignore[no-any-return]
+    return current_app.extensions["chimera"]
 
 
 def is_anthropic_path(path: str) -> bool:
@@ -45,7 +46,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return resp
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_json(raw: bytes | str) -> Any:
     """A JSON document, or a 400 saying what is wrong with it (nesting too deep included)."""
     try:
         return json.loads(raw)
@@ -103,10 +104,10 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 
 def sse_response(gen: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> Response:
-    resp = Response(gen, content_type="text/event-stream")  # type: ignore[arg-type]
+    resp = Response(gen, content_type="text/event-stream")
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"
-    resp.timeout = None  # type: ignore[attr-defined]
+    resp.timeout = None
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp

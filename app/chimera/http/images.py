@@ -10,8 +10,9 @@ then `data: [DONE]`. A failure after the stream began is `event: error`, `data: 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import Any
 
 from quart import Blueprint, Response, request
 
@@ -29,7 +30,7 @@ def _pool() -> ImagePool:
         raise NotEnabled("image generation is off", flag="--sd-model PATH")
     if s.images is None:
         raise Loading()
-    return s.images  # type: ignore[no-any-return]
+    return s.images
 
 
 def _wants_stream(req: ImageRequest) -> ImageRequest:
@@ -53,7 +54,7 @@ def _body(result: dict[str, Any], req: ImageRequest) -> dict[str, Any]:
     return body
 
 
-async def _sse(first: dict[str, Any] | None, events: AsyncIterator[dict[str, Any]], req: ImageRequest) -> AsyncIterator[bytes]:
+async def _sse(first: dict[str, Any] | None, events: AsyncGenerator[dict[str, Any], None], req: ImageRequest) -> AsyncIterator[bytes]:
     async with aclosing(events):
         frame = first
         try:

@@ -7,15 +7,16 @@ FIM_PRE prefix FIM_SUF suffix FIM_MID prompt. The reply is llama-server's comple
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from pydantic import Field
 from quart import Blueprint, Response
 
 from ..errors import BadRequest, ChimeraError, Unsupported
 from ..llm.engine import Engine
-from ..llm.sequence import Delta, Finished
 from ..llm.generation import Generation
+from ..llm.sequence import Delta, Finished
 from ..protocol.params import GenerationFields
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
 

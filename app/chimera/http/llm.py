@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -12,9 +13,9 @@ from quart import Blueprint, Response, request
 
 from ..errors import BadRequest, ChimeraError, Unsupported
 from ..llm import introspect, slotfiles
-from ..llm.sequence import Delta
 from ..llm.engine import Engine
 from ..llm.generation import Generation, new_id
+from ..llm.sequence import Delta
 from ..protocol.forms import LoraScales
 from ..protocol.openai import (
     ApplyTemplateRequest,
@@ -25,8 +26,8 @@ from ..protocol.openai import (
 )
 from ..serving.turn import apply_json_schema
 from .chat import chat_turn
-from .turns import prepare_turn
 from .common import SSE_DONE, json_object, json_response, parse_json, parse_model, services, sse_event, sse_response
+from .turns import prepare_turn
 
 log = logging.getLogger("chimera.http.llm")
 blueprint = Blueprint("llm", __name__)

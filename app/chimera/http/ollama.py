@@ -8,8 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 from quart import Blueprint, Response
 
@@ -18,11 +19,11 @@ from ..errors import BadRequest, ChimeraError, NotEnabled, Unsupported
 from ..llm import introspect
 from ..llm.engine import Engine
 from ..protocol import ollama as ol
+from ..services import Services
 from ..serving.engine import ChatEngine
 from ..serving.events import Calls, ChoiceResult, Content, Done, Reasoning, TokenLogprob, ToolCall
 from ..serving.run import ChatRun
 from ..serving.turn import ChatTurn
-from ..services import Services
 from .common import json_object, json_response, parse_model, services
 from .infill import InfillRequest, fim_prompt
 from .turns import start_turn
@@ -34,7 +35,7 @@ NDJSON = "application/x-ndjson"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _name(s: Services) -> str:
@@ -46,8 +47,8 @@ def _line(data: dict[str, Any]) -> bytes:
 
 
 def _ndjson(lines: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
-    resp = Response(lines, content_type=NDJSON)  # type: ignore[arg-type]
-    resp.timeout = None  # type: ignore[attr-defined]
+    resp = Response(lines, content_type=NDJSON)
+    resp.timeout = None
     for k, v in headers.items():
         resp.headers[k] = v
     return resp
@@ -215,7 +216,7 @@ def _embedder(s: Services) -> Engine:
     if engine.embeddings and not engine.ranking:
         return engine
     if s.rag is not None:
-        return s.rag.embedder  # type: ignore[no-any-return]
+        return s.rag.embedder
     raise NotEnabled("embeddings are off: the model is a chat model", flag="--embeddings (or --rag-model PATH)")
 
 
@@ -255,7 +256,7 @@ def _digest(s: Services) -> str:
 
 
 def _model_entry(s: Services, engine: Engine) -> dict[str, Any]:
-    modified = datetime.fromtimestamp(s.lifecycle.started_at, timezone.utc).isoformat().replace("+00:00", "Z")
+    modified = datetime.fromtimestamp(s.lifecycle.started_at, UTC).isoformat().replace("+00:00", "Z")
     return {"name": _name(s), "model": _name(s), "modified_at": modified, "size": engine.model.size(),
             "digest": _digest(s), "details": _details(engine)}
 

@@ -125,7 +125,7 @@ def describe(app: Quart, api_keys: bool) -> QuartSchema:
             document_querystring(doc.query)(func)
         if doc.summary and not func.__doc__:
             func.__doc__ = doc.summary
-    security = {"api_key": {"type": "http", "scheme": "bearer"}} if api_keys else None
+    security: Any = {"api_key": {"type": "http", "scheme": "bearer"}} if api_keys else None
     return QuartSchema(
         app, openapi_path="/openapi.json", redoc_ui_path=None, scalar_ui_path=None, swagger_ui_path=None,
         info={"title": "chimera", "version": __version__,

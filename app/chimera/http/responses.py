@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from quart import Blueprint, Response
 
 from ..errors import ChimeraError
 from ..protocol.responses import ResponsesRequest, input_messages
+from ..services import Services
 from ..serving.events import Calls, ChoiceResult, Content, Done, Reasoning, ToolCall
 from ..serving.run import ChatRun
-from ..services import Services
 from .chat import chat_turn
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
 from .file_search import FileSearch, run_file_search

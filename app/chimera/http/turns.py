@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..services import Services
 from ..serving.run import ChatRun
 from ..serving.turn import ChatTurn, Prepared, prepare
-from ..services import Services
 from .chats import HEADER, chat_id_for_request, persist
 
 

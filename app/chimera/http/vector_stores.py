@@ -28,7 +28,7 @@ def rag() -> RagService:
                 s.require_engine()
             raise Loading()
         raise NotEnabled("vector stores need an embedding model", flag="--rag-model PATH (or --embeddings)")
-    return s.rag  # type: ignore[no-any-return]
+    return s.rag
 
 
 def _metadata(v: Any, param: str) -> dict[str, Any]:
@@ -163,8 +163,8 @@ async def add_file(ref: str) -> Response:
         data = f.read()
         attributes = _metadata(form.get("attributes") or form.get("metadata"), "attributes")
         tokens, overlap = _chunking(form.get("chunking_strategy"))
-        text = await _extract(data, f.filename or "", f.content_type)
-        out = await svc.ingest(ref, text, filename=f.filename or None, source_uri=form.get("source_uri"),
+        extracted = await _extract(data, f.filename or "", f.content_type)
+        out = await svc.ingest(ref, extracted, filename=f.filename or None, source_uri=form.get("source_uri"),
                                attributes=attributes, nbytes=len(data), chunk_tokens=tokens, overlap=overlap)
         return json_response(out)
     body = await json_object()

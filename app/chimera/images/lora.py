@@ -14,8 +14,8 @@ import json
 import logging
 import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import trio
 

@@ -11,32 +11,7 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import BadRequest
-
-BUILTIN_TEMPLATES: dict[str, str] = {
-    "chatml": (
-        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-    ),
-    "llama3": (
-        "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
-        " + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
-    ),
-    "llama2": (
-        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ '<<SYS>>\n' + message['content'] + '\n<</SYS>>\n\n' }}"
-        "{% elif message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
-        "{% else %}{{ ' ' + message['content'] + eos_token }}{% endif %}{% endfor %}"
-    ),
-    "gemma": (
-        "{{ bos_token }}{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
-        "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
-    ),
-    "phi3": (
-        "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
-    ),
-}
+from ..templates import BUILTIN_TEMPLATES
 
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 
@@ -62,7 +37,7 @@ class ChatTemplate:
         self.template = env.from_string(source)
 
     @classmethod
-    def select(cls, model_template: str | None, name: str | None, file: Path | None, bos: str, eos: str) -> "ChatTemplate":
+    def select(cls, model_template: str | None, name: str | None, file: Path | None, bos: str, eos: str) -> ChatTemplate:
         if file is not None:
             return cls(file.read_text(), bos, eos, name=str(file))
         if name is not None:

@@ -15,7 +15,8 @@ import ctypes
 import os
 import socket
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import trio
 

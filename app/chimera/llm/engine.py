@@ -23,8 +23,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import trio
 
@@ -32,12 +33,12 @@ from ..config import Settings
 from ..errors import BadRequest, ChimeraError, ContextLengthExceeded, NotEnabled, Overloaded, UnknownAdapter, Unsupported
 from ..metrics import Metrics
 from .chat import ChatTemplate
-from .model import Model
-from .sampling import build_chain
-from .generation import Generation, GenerationSpec
-from .sequence import Delta, Finished, Sequence
 from .doorbell import Doorbell
+from .generation import Generation, GenerationSpec
+from .model import Model
 from .placement import choose_slot
+from .sampling import build_chain
+from .sequence import Delta, Finished, Sequence
 from .stepper import Slot, Stepper
 
 log = logging.getLogger("chimera.engine")
@@ -82,11 +83,11 @@ class Engine:
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod
-    async def load(cls, settings: Settings, path: Path, metrics: Metrics, pooling: int = -1) -> "Engine":
+    async def load(cls, settings: Settings, path: Path, metrics: Metrics, pooling: int = -1) -> Engine:
         return await trio.to_thread.run_sync(cls.load_sync, settings, path, metrics, pooling, abandon_on_cancel=True)
 
     @classmethod
-    def load_sync(cls, settings: Settings, path: Path, metrics: Metrics, pooling: int = -1) -> "Engine":
+    def load_sync(cls, settings: Settings, path: Path, metrics: Metrics, pooling: int = -1) -> Engine:
         """pooling: llama.cpp's pooling type for an embedding context (-1: the model's own,
         4: rank, for a cross-encoder reranker)."""
         model = Model.load(path, settings.n_gpu_layers)
@@ -235,7 +236,7 @@ class Engine:
             raise NotEnabled("embeddings are off", flag="--embeddings")
         if self.ranking:
             raise Unsupported("this model is a reranker: it scores pairs on /v1/rerank and makes no embeddings")
-        return await self.run_job(lambda: self.stepper.embed(inputs, self.n_slots))  # type: ignore[no-any-return]
+        return await self.run_job(lambda: self.stepper.embed(inputs, self.n_slots))
 
     async def embed_inputs(self, items: list[str | list[int]], truncate: bool = False) -> tuple[list[list[float]], int]:
         """Vectors of texts or token lists, and the tokens they took. An input longer than the

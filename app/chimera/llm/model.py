@@ -5,8 +5,9 @@ from __future__ import annotations
 import ctypes
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import BadRequest
 from .native import Native, load
@@ -52,7 +53,7 @@ class Model:
         self._pieces: dict[tuple[int, bool], bytes] = {}
 
     @classmethod
-    def load(cls, path: Path, n_gpu_layers: int) -> "Model":
+    def load(cls, path: Path, n_gpu_layers: int) -> Model:
         native = load()
         ll = native.llama
         params = ll.llama_model_default_params()

@@ -10,7 +10,8 @@ keeps the busy ids the most compact wins.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 
 class SlotLike(Protocol):
@@ -32,8 +33,10 @@ def reuse_margin(best: int) -> int:
     return max(2, best // 10)
 
 
-def choose_slot(free: Sequence[SlotLike], busy_ids: Sequence[int], prompt: list[int],
-                reusable: Sequence[SlotLike]) -> tuple[SlotLike, int]:
+S = TypeVar("S", bound=SlotLike)
+
+
+def choose_slot(free: Sequence[S], busy_ids: Sequence[int], prompt: list[int], reusable: Sequence[S]) -> tuple[S, int]:
     """The slot for `prompt` among `free` (non-empty), and how many of its cached tokens match
     the prompt (0 unless the slot is in `reusable`)."""
     prefix = {s.id: (common_prefix(s.cache, prompt) if s in reusable else 0) for s in free}

@@ -77,7 +77,7 @@ def split(text: str, started_inside: bool = False) -> tuple[str, str]:
     return split_with(ReasoningSplitter(started_inside), text)
 
 
-def split_with(s: "ReasoningSplitter | HarmonySplitter", text: str) -> tuple[str, str]:
+def split_with(s: ReasoningSplitter | HarmonySplitter, text: str) -> tuple[str, str]:
     r1, c1 = s.feed(text)
     r2, c2 = s.finish()
     return r1 + r2, c1 + c2

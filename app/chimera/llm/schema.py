@@ -77,7 +77,7 @@ def schema_to_grammar(schema: Any, param: str = "response_format.json_schema.sch
 def _convert(schema: dict[str, Any]) -> str:
     from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
-    class Converter(SchemaConverter):  # type: ignore[misc]
+    class Converter(SchemaConverter):
         def visit(self, schema: Any, name: str) -> Any:
             if isinstance(schema, dict) and schema.get("type") == "integer" and any(k in schema for k in BOUND_KEYS):
                 rule_name = name + "-" if name in RESERVED_NAMES else name or "root"

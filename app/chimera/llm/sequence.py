@@ -43,9 +43,9 @@ class Sequence:
     stops: list[str] = field(default_factory=list)
     n_probs: int = 0
     cache_prompt: bool = True
-    render_special: bool = False
+    render_special: bool = False  # special tokens as text (<tool_call>, <think>, <|channel|> ...)
     lora_key: tuple[float, ...] = ()  # LoRA adapter scales this sequence runs with
-    media: dict[int, Any] = field(default_factory=dict)  # prompt index → MediaChunk (mtmd)  # special tokens as text (<tool_call>, <think>, <|channel|> ...)
+    media: dict[int, Any] = field(default_factory=dict)  # prompt index → MediaChunk (mtmd)
     index: int = 0  # the choice number within its request
     send: Any = None  # a clone of the request's channel; the engine closes it when done
     id: int = field(default_factory=lambda: next(_ids))

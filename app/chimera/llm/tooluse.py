@@ -60,7 +60,7 @@ def with_generic(family: Family) -> Family:
 def validate_tools(tools: Any) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise BadRequest("'tools' must be an array", param="tools")
-    out = []
+    out: list[dict[str, Any]] = []
     for i, t in enumerate(tools):
         fn = t.get("function") if isinstance(t, dict) else None
         if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict):

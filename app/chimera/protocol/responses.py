@@ -36,7 +36,7 @@ class ResponsesRequest(BaseModel):
 
     def chat_request(self, messages: list[dict[str, Any]]) -> ChatCompletionRequest:
         """The same request as a chat completion (function tools flattened to OpenAI's shape)."""
-        tools = None
+        tools: list[dict[str, Any]] | None = None
         if self.tools:
             tools = []
             for i, t in enumerate(self.tools):

@@ -7,8 +7,9 @@ import argparse
 import json
 import mimetypes
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import trio
 

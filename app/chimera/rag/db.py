@@ -232,7 +232,7 @@ def get_upload(con: apsw.Connection, fid: str) -> dict[str, Any]:
 
 
 def upload_content(con: apsw.Connection, fid: str) -> tuple[bytes, str, str | None]:
-    rows = con.execute("SELECT data, filename, content_type FROM uploads WHERE id = ?", (fid,)).fetchall()
+    rows: list[Any] = con.execute("SELECT data, filename, content_type FROM uploads WHERE id = ?", (fid,)).fetchall()
     if not rows:
         raise NotFound(f"no file {fid!r}", param="file_id")
     return bytes(rows[0][0]), rows[0][1], rows[0][2]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import apsw
 import numpy as np
@@ -38,11 +38,11 @@ class CoarseCache:
         self._by_store: dict[str, Coarse] = {}
 
     def get(self, con: apsw.Connection, store_id: str, dim: int) -> Coarse:
-        version = con.execute("SELECT version FROM vector_stores WHERE id = ?", (store_id,)).fetchall()[0][0]
+        version = int(cast(int, con.execute("SELECT version FROM vector_stores WHERE id = ?", (store_id,)).fetchall()[0][0]))
         hit = self._by_store.get(store_id)
         if hit is not None and hit.version == version:
             return hit
-        rows = con.execute(f"SELECT rowid, coarse FROM {vec_table(store_id)}").fetchall()
+        rows: list[Any] = con.execute(f"SELECT rowid, coarse FROM {vec_table(store_id)}").fetchall()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         width = (dim + 63) // 64 * 8
         raw = b"".join(bytes(r[1]).ljust(width, b"\0") for r in rows)
@@ -65,7 +65,7 @@ def _rescore(con: apsw.Connection, ids: list[int], q: np.ndarray, k: int) -> lis
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
-    rows = con.execute(f"SELECT id, embedding FROM chunks WHERE id IN ({marks})", ids).fetchall()
+    rows: list[Any] = con.execute(f"SELECT id, embedding FROM chunks WHERE id IN ({marks})", ids).fetchall()
     mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), q.size)
     sims = mat @ q
     order = np.argsort(-sims)[:k]
@@ -78,15 +78,15 @@ def nearest(con: apsw.Connection, cache: CoarseCache, store: dict[str, Any], q: 
     sid = store["id"]
     if where is not None:
         sql, args = where
-        rows = con.execute(
+        rows: list[Any] = con.execute(
             "SELECT c.id, 1 - vec_distance_cosine(c.embedding, ?) AS s FROM chunks c JOIN store_files f "
             f"ON f.store_id = c.store_id AND f.id = c.file_id WHERE c.store_id = ? AND {sql} ORDER BY s DESC LIMIT ?",
             (q.tobytes(), sid, *args, k)).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
     if store["chunk_count"] <= EXACT_LIMIT:
-        rows = con.execute(f"SELECT rowid, distance FROM {vec_table(sid)} WHERE embedding MATCH ? AND k = ?",
-                           (q.tobytes(), k)).fetchall()
-        return [(int(r[0]), 1.0 - float(r[1])) for r in rows]
+        exact: list[Any] = con.execute(f"SELECT rowid, distance FROM {vec_table(sid)} WHERE embedding MATCH ? AND k = ?",
+                                       (q.tobytes(), k)).fetchall()
+        return [(int(r[0]), 1.0 - float(r[1])) for r in exact]
     coarse = cache.get(con, sid, q.size)
     n = len(coarse.ids)
     want = min(n, max(CANDIDATES, 40 * k))
@@ -100,7 +100,7 @@ def hydrate(con: apsw.Connection, store_id: str, hits: list[tuple[int, float]]) 
     if not hits:
         return []
     marks = ",".join("?" * len(hits))
-    rows = con.execute(
+    rows: list[Any] = con.execute(
         "SELECT c.id, c.file_id, c.seq, c.text, f.filename, f.source_uri, f.attributes FROM chunks c JOIN store_files f "
         f"ON f.store_id = c.store_id AND f.id = c.file_id WHERE c.id IN ({marks})", [h[0] for h in hits]).fetchall()
     by_id = {r[0]: r for r in rows}

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import trio
@@ -85,7 +86,7 @@ class RagService:
     async def create_store(self, name: str | None, metadata: dict[str, str], model: str | None) -> dict[str, Any]:
         if model is not None and model != self.model_name:
             raise BadRequest(f"this server embeds with {self.model_name}, not {model}", param="embedding_model")
-        return await self.write(lambda con: db.create_store(con, name, metadata, self.model_name, self.dim))  # type: ignore[no-any-return]
+        return await self.write(lambda con: db.create_store(con, name, metadata, self.model_name, self.dim))
 
     async def delete_store(self, ref: str) -> str:
         sid: str = await self.write(lambda con: db.delete_store(con, ref))
@@ -148,7 +149,7 @@ class RagService:
                 if not committed:
                     with trio.CancelScope(shield=True):
                         await trio.to_thread.run_sync(con.execute, "ROLLBACK")
-        return await self.read(lambda con: db.get_file(con, sid, fid))  # type: ignore[no-any-return]
+        return await self.read(lambda con: db.get_file(con, sid, fid))
 
     # -- search -------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@ so both can run against a fake engine in tests. `llm.engine.Engine` is the real 
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Protocol
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 from ..llm.generation import Choice, GenerationSpec
 from ..llm.sequence import Delta, Finished, Sequence

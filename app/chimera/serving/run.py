@@ -9,8 +9,9 @@ cancels the generation and saves what was produced, marked incomplete.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -74,7 +75,7 @@ class ChatRun:
 
     @classmethod
     async def start(cls, engine: ChatEngine, turn: ChatTurn, prepared: Prepared, *, allow_remote_media: bool,
-                    saver: Saver | None = None) -> "ChatRun":
+                    saver: Saver | None = None) -> ChatRun:
         n_probs = max(1, turn.top_logprobs) if turn.logprobs else (turn.params.n_probs or 0)
         spec = turn.params.spec(engine.n_vocab, n_probs)
         render_special = prepared.plan is not None or prepared.thinking is not None

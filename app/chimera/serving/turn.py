@@ -9,8 +9,9 @@ with `tool_call_id`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import BadRequest
 from ..llm import tooluse

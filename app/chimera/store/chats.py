@@ -115,7 +115,8 @@ class ChatStore:
                     title = next((_text(m.get("content"))[:80] for m in request_messages if m.get("role") == "user"), "")
                     con.execute("INSERT INTO chats(id, created_at, updated_at, model, title) VALUES (?,?,?,?,?)",
                                 (chat_id, now, now, model, title))
-                stored = con.execute("SELECT role, content FROM messages WHERE chat_id = ? ORDER BY seq", (chat_id,)).fetchall()
+                stored: list[Any] = con.execute("SELECT role, content FROM messages WHERE chat_id = ? ORDER BY seq",
+                                                (chat_id,)).fetchall()
                 keep = _common_prefix([(r, c or "") for r, c in stored], request_messages)
                 seq = len(stored)
                 for m in request_messages[keep:]:
@@ -157,11 +158,11 @@ class ChatStore:
             con = self._writer
             assert con is not None
             with con:
-                if not con.execute("SELECT 1 FROM chats WHERE id = ?", (chat_id,)).fetchall():
-                    return False
-                con.execute("DELETE FROM messages WHERE chat_id = ?", (chat_id,))
-                con.execute("DELETE FROM chats WHERE id = ?", (chat_id,))
-                return True
+                found = bool(con.execute("SELECT 1 FROM chats WHERE id = ?", (chat_id,)).fetchall())
+                if found:
+                    con.execute("DELETE FROM messages WHERE chat_id = ?", (chat_id,))
+                    con.execute("DELETE FROM chats WHERE id = ?", (chat_id,))
+            return found
 
         async with self._write_lock:
             if not await trio.to_thread.run_sync(work):
@@ -237,7 +238,8 @@ _TABLE = re.compile(r"^[A-Za-z0-9_]+$")
 
 def status(con: apsw.Connection, path: Path) -> dict[str, Any]:
     tables = {}
-    for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall():
+    names: list[Any] = con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()
+    for (name,) in names:
         if _TABLE.match(name) and not name.startswith(("sqlite_", "messages_fts_")):
             tables[name] = con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]
     size = sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())

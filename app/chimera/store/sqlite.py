@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import apsw
 
@@ -26,7 +27,7 @@ def apply_migrations(con: apsw.Connection, migrations: list[str], target: int) -
     """WAL mode, then migrations[i] takes the schema from version i to i+1 (PRAGMA user_version),
     one transaction per step, up to `target`. Returns the version reached."""
     con.execute("PRAGMA journal_mode = WAL")
-    version = con.execute("PRAGMA user_version").fetchall()[0][0]
+    version = int(cast(int, con.execute("PRAGMA user_version").fetchall()[0][0]))
     while version < target:
         with con:
             con.execute(migrations[version])

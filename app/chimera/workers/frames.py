@@ -16,7 +16,8 @@ import json
 import os
 import struct
 import sys
-from typing import Any, BinaryIO, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 
 class WorkerInputError(Exception):

@@ -15,7 +15,8 @@ import logging
 import math
 import struct
 import subprocess
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 import trio
 
@@ -168,7 +169,7 @@ class WorkerPool:
         """Check and complete a request header before it waits for a worker (subclasses)."""
         return header
 
-    async def stream(self, header: dict[str, Any], data: bytes) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, header: dict[str, Any], data: bytes) -> AsyncGenerator[dict[str, Any], None]:
         """Yield the worker's `event` frames as they come, then its `result` frame.
 
         Consume it inside `contextlib.aclosing` so that a consumer that stops early (a client
