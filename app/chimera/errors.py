@@ -64,6 +64,25 @@ class ContextLengthExceeded(BadRequest):
         super().__init__(message, param=param, code="context_length_exceeded")
 
 
+class ContextTooSmall(ContextLengthExceeded):
+    """A request needs more tokens than a slot holds (the slots' size is a server setting)."""
+
+    def __init__(self, n_prompt: int, n_generate: int, n_ctx_slot: int, *, param: str | None = "messages") -> None:
+        need = n_prompt + n_generate
+        super().__init__(f"this request needs {n_prompt} prompt tokens + {n_generate} to generate = {need}, "
+                         f"but a slot holds {n_ctx_slot} tokens", param=param)
+        self.n_ctx_slot = n_ctx_slot
+
+
+class UnknownChat(BadRequest):
+    """A saved chat id that is malformed or names no chat."""
+
+    def __init__(self, chat_id: str, malformed: bool) -> None:
+        super().__init__(f"chat id {chat_id!r} is " + ("malformed (expected chat_ and 32 hex digits)" if malformed
+                                                      else "not a known chat"))
+        self.chat_id = chat_id
+
+
 class AuthenticationFailed(ChimeraError):
     status = 401
     openai_type = "authentication_error"
@@ -123,11 +142,12 @@ class Unsupported(ChimeraError):
 
 
 class NotEnabled(Unsupported):
-    """A feature that needs a server flag the server was not started with."""
+    """A feature this server was not started with. `feature` names it (a key of
+    http/advice.py's FLAGS, which says the flag that turns it on)."""
 
-    def __init__(self, message: str, *, flag: str) -> None:
-        super().__init__(f"{message} (start the server with {flag})", code="not_enabled")
-        self.flag = flag
+    def __init__(self, message: str, *, feature: str) -> None:
+        super().__init__(message, code="not_enabled")
+        self.feature = feature
 
 
 class Unavailable(ChimeraError):

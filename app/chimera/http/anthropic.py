@@ -19,6 +19,7 @@ from ..services import Services
 from ..serving.events import Calls, Content, Done, Reasoning, ToolCall, Usage
 from ..serving.run import ChatRun
 from ..serving.turn import ChatTurn
+from .advice import for_client
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
 from .turns import prepare_turn, start_turn
 
@@ -157,7 +158,7 @@ async def _stream(run: ChatRun, mid: str, model: str) -> AsyncIterator[bytes]:
         if done is not None:  # the exchange is saved by now
             yield _event("message_stop", {"type": "message_stop"})
     except ChimeraError as e:
-        yield _event("error", e.to_anthropic())
+        yield _event("error", for_client(e).to_anthropic())
 
 
 @blueprint.post("/v1/messages")

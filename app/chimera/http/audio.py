@@ -20,7 +20,7 @@ GRANULARITIES = ("segment", "word")
 def _pool() -> AudioPool:
     s = services()
     if s.settings.whisper_model is None:
-        raise NotEnabled("speech-to-text is off", flag="--whisper-model PATH")
+        raise NotEnabled("speech-to-text is off", feature="speech-to-text")
     if s.audio is None:
         raise Loading()
     return s.audio

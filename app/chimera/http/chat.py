@@ -16,6 +16,7 @@ from ..serving.engine import ChatEngine
 from ..serving.events import Calls, ChoiceResult, Content, Done, Reasoning, TokenLogprob, ToolCall, Usage
 from ..serving.run import ChatRun
 from ..serving.turn import ChatTurn
+from .advice import for_client
 from .common import SSE_DONE, json_object, json_response, parse_model, services, sse_event, sse_response
 from .turns import start_turn
 
@@ -100,7 +101,7 @@ async def _stream(run: ChatRun, base: dict[str, Any], engine: ChatEngine, req: C
         if req.stream_options and req.stream_options.include_usage:
             yield sse_event(base | {"choices": [], "usage": usage_object(run.usage())})
     except ChimeraError as e:
-        yield sse_event(e.to_openai())
+        yield sse_event(for_client(e).to_openai())
     yield SSE_DONE
 
 

@@ -11,11 +11,12 @@ from quart import Blueprint, Response, request
 from ..errors import BadRequest, NotEnabled
 from ..services import Services
 from ..store.chats import ChatStore, new_chat_id, to_markdown
+from .advice import CHAT_HEADER
 from .common import json_response, services
 
 log = logging.getLogger("chimera.chats")
 blueprint = Blueprint("chats", __name__)
-HEADER = "X-Chimera-Chat-Id"
+HEADER = CHAT_HEADER
 
 
 async def chat_id_for_request(s: Services) -> str | None:
@@ -23,7 +24,7 @@ async def chat_id_for_request(s: Services) -> str | None:
     given = request.headers.get(HEADER)
     if s.chats is None:
         if given is not None:
-            raise NotEnabled(f"{HEADER} needs saved chats", flag="--persist-chats")
+            raise NotEnabled(f"{HEADER} needs saved chats", feature="saved-chats")
         return None
     if given is None:
         return new_chat_id()
@@ -49,7 +50,7 @@ async def persist(s: Services, chat_id: str | None, messages: list[dict[str, Any
 def _store() -> ChatStore:
     s = services()
     if s.chats is None:
-        raise NotEnabled("saved chats are off", flag="--persist-chats")
+        raise NotEnabled("saved chats are off", feature="saved-chats")
     return s.chats
 
 

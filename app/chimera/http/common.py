@@ -12,6 +12,7 @@ from quart import Response, current_app, request
 
 from ..errors import BadRequest, ChimeraError, UnsupportedMediaType
 from ..services import Services
+from .advice import for_client
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,6 +30,7 @@ def is_ollama_path(path: str) -> bool:
 
 
 def error_response(e: ChimeraError) -> Response:
+    e = for_client(e)
     if is_ollama_path(request.path):
         body: dict[str, Any] = {"error": e.message}  # Ollama's shape
     else:

@@ -19,6 +19,7 @@ from quart import Blueprint, Response, request
 from ..errors import BadRequest, ChimeraError, Loading, NotEnabled
 from ..images.params import ImageRequest, form_to_fields
 from ..images.pool import ImagePool
+from .advice import for_client
 from .common import SSE_DONE, json_object, json_response, parse_model, services, sse_event, sse_response
 
 blueprint = Blueprint("images", __name__)
@@ -27,7 +28,7 @@ blueprint = Blueprint("images", __name__)
 def _pool() -> ImagePool:
     s = services()
     if not s.settings.sd_enabled():
-        raise NotEnabled("image generation is off", flag="--sd-model PATH")
+        raise NotEnabled("image generation is off", feature="images")
     if s.images is None:
         raise Loading()
     return s.images
@@ -65,7 +66,7 @@ async def _sse(first: dict[str, Any] | None, events: AsyncGenerator[dict[str, An
                 yield sse_event({"type": "progress", **frame}, event="progress")
                 frame = await anext(events, None)
         except ChimeraError as e:
-            yield sse_event(e.to_openai(), event="error")
+            yield sse_event(for_client(e).to_openai(), event="error")
         yield SSE_DONE
 
 

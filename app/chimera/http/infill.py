@@ -18,6 +18,7 @@ from ..llm.engine import Engine
 from ..llm.generation import Generation
 from ..llm.sequence import Delta, Finished
 from ..protocol.params import GenerationFields
+from .advice import for_client
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
 
 blueprint = Blueprint("infill", __name__)
@@ -69,7 +70,7 @@ async def _stream(gen: Generation) -> AsyncIterator[bytes]:
                                  "tokens_predicted": ev.usage["completion_tokens"],
                                  "tokens_evaluated": ev.usage["prompt_tokens"], "timings": ev.timings})
     except ChimeraError as e:
-        yield sse_event(e.to_openai())
+        yield sse_event(for_client(e).to_openai())
     finally:
         gen.cancel()
 

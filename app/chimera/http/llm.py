@@ -25,6 +25,7 @@ from ..protocol.openai import (
     TokenizeRequest,
 )
 from ..serving.turn import apply_json_schema
+from .advice import for_client
 from .chat import chat_turn
 from .common import SSE_DONE, json_object, json_response, parse_json, parse_model, services, sse_event, sse_response
 from .turns import prepare_turn
@@ -51,7 +52,7 @@ async def _stream(gen: Generation, first: dict[str, Any], chunk: Any, include_us
         if include_usage:
             yield sse_event(first | {"choices": [], "usage": gen.usage(finished)})
     except ChimeraError as e:
-        yield sse_event(e.to_openai())
+        yield sse_event(for_client(e).to_openai())
     finally:
         gen.cancel()
     yield SSE_DONE
@@ -147,7 +148,7 @@ async def embeddings() -> Response:
     if not engine.embeddings:
         from ..errors import NotEnabled
 
-        raise NotEnabled("embeddings are not enabled on this server", flag="--embeddings")
+        raise NotEnabled("embeddings are not enabled on this server", feature="embeddings")
     raw = req.input
     items: list[str | list[int]]
     if isinstance(raw, str):

@@ -24,6 +24,7 @@ from ..serving.engine import ChatEngine
 from ..serving.events import Calls, ChoiceResult, Content, Done, Reasoning, TokenLogprob, ToolCall
 from ..serving.run import ChatRun
 from ..serving.turn import ChatTurn
+from .advice import for_client
 from .common import json_object, json_response, parse_model, services
 from .infill import InfillRequest, fim_prompt
 from .turns import start_turn
@@ -119,7 +120,7 @@ async def _events(run: ChatRun, head: dict[str, Any], engine: ChatEngine, req: o
                     end["context"] = tail(run)
                 yield _line(end)
     except ChimeraError as e:
-        yield _line({"error": e.message})
+        yield _line({"error": for_client(e).message})
 
 
 def _whole(c: ChoiceResult, engine: ChatEngine, req: ol._Request) -> dict[str, Any]:
@@ -217,7 +218,7 @@ def _embedder(s: Services) -> Engine:
         return engine
     if s.rag is not None:
         return s.rag.embedder
-    raise NotEnabled("embeddings are off: the model is a chat model", flag="--embeddings (or --rag-model PATH)")
+    raise NotEnabled("embeddings are off: the model is a chat model", feature="ollama-embeddings")
 
 
 @blueprint.post("/api/embed")

@@ -48,7 +48,7 @@ async def rerank() -> Response:
     s.require_engine()
     engine = s.reranker
     if engine is None:
-        raise NotEnabled("no reranking model is loaded", flag="--rerank-model PATH (or --reranking)")
+        raise NotEnabled("no reranking model is loaded", feature="rerank")
     tei = req.documents is None and req.texts is not None
     field = "texts" if tei else "documents"
     docs_raw = req.texts if tei else req.documents

@@ -17,6 +17,7 @@ from ..protocol.responses import ResponsesRequest, input_messages
 from ..services import Services
 from ..serving.events import Calls, ChoiceResult, Content, Done, Reasoning, ToolCall
 from ..serving.run import ChatRun
+from .advice import for_client
 from .chat import chat_turn
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
 from .file_search import FileSearch, run_file_search
@@ -166,6 +167,7 @@ async def _stream(turn: Turn, run: ChatRun) -> AsyncIterator[bytes]:
         if body is not None:  # the exchange is saved by now
             yield event("response.completed", response=body)
     except ChimeraError as e:
+        e = for_client(e)
         yield event("error", code=e.code, message=e.message, param=e.param)
 
 

@@ -27,7 +27,7 @@ def rag() -> RagService:
             if s.lifecycle.load_error:
                 s.require_engine()
             raise Loading()
-        raise NotEnabled("vector stores need an embedding model", flag="--rag-model PATH (or --embeddings)")
+        raise NotEnabled("vector stores need an embedding model", feature="vector-stores")
     return s.rag
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import trio
 
 from ..config import Settings
-from ..errors import BadRequest, ChimeraError, ContextLengthExceeded, NotEnabled, Overloaded, UnknownAdapter, Unsupported
+from ..errors import BadRequest, ChimeraError, ContextLengthExceeded, ContextTooSmall, NotEnabled, Overloaded, UnknownAdapter, Unsupported
 from ..metrics import Metrics
 from .chat import ChatTemplate
 from .doorbell import Doorbell
@@ -186,16 +186,12 @@ class Engine:
             raise BadRequest("the prompt is empty", param=param)
         need = n_prompt + max(0, max_tokens)
         if n_prompt >= self.n_ctx_slot or need > self.n_ctx_slot:
-            raise ContextLengthExceeded(
-                f"this request needs {n_prompt} prompt tokens + {max(0, max_tokens)} to generate = {need}, "
-                f"but a slot holds {self.n_ctx_slot} tokens (raise -c or lower -np)",
-                param=param,
-            )
+            raise ContextTooSmall(n_prompt, max(0, max_tokens), self.n_ctx_slot, param=param)
 
     def submit(self, seqs: list[Sequence]) -> None:
         """Queue one request's sequences (admitted in order). Raises before queueing anything."""
         if self.embeddings:
-            raise Unsupported("text generation is not available: the server runs in embeddings mode (--embeddings)")
+            raise Unsupported("text generation is not available: the server runs in embeddings mode")
         if self._abort is not None:
             raise self._abort
         if len(self.waiting) + len(seqs) > self.settings.max_queue + self.free_slots():
@@ -233,7 +229,7 @@ class Engine:
 
     async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
         if not self.embeddings:
-            raise NotEnabled("embeddings are off", flag="--embeddings")
+            raise NotEnabled("embeddings are off", feature="embeddings")
         if self.ranking:
             raise Unsupported("this model is a reranker: it scores pairs on /v1/rerank and makes no embeddings")
         return await self.run_job(lambda: self.stepper.embed(inputs, self.n_slots))

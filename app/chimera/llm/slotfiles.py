@@ -23,7 +23,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 def slot_file(directory: Path | None, filename: Any, action: str) -> Path:
     if directory is None:
-        raise NotEnabled(f"slot {action} needs a directory for slot files", flag="--slot-save-path DIR")
+        raise NotEnabled(f"slot {action} needs a directory for slot files", feature="slot-files")
     if not isinstance(filename, str) or not _NAME.match(filename) or ".." in filename:
         raise BadRequest("'filename' must be 1-128 characters of letters, digits, '_', '-' and '.', "
                          "with no path separators and no '..'", param="filename")

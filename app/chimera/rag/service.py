@@ -161,7 +161,7 @@ class RagService:
         if rerank and self.reranker is None:
             from ..errors import NotEnabled
 
-            raise NotEnabled("reranking search results needs a reranker", flag="--rerank-model PATH")
+            raise NotEnabled("reranking search results needs a reranker", feature="reranker")
         store = await self.read(lambda con: db.find_store(con, store_ref))
         self.check_model(store)
         t0 = time.perf_counter()

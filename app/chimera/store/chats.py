@@ -18,7 +18,7 @@ from typing import Any
 import apsw
 import trio
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, UnknownChat
 from .sqlite import apply_migrations, connect
 
 CHAT_ID = re.compile(r"^chat_[0-9a-f]{32}$")
@@ -98,9 +98,9 @@ class ChatStore:
     # -- writing ------------------------------------------------------------------------------
     async def check_chat(self, chat_id: str) -> None:
         if not CHAT_ID.match(chat_id):
-            raise BadRequest("X-Chimera-Chat-Id is malformed (expected chat_ and 32 hex digits)", param="X-Chimera-Chat-Id")
+            raise UnknownChat(chat_id, malformed=True)
         if not await self._read(lambda con: con.execute("SELECT 1 FROM chats WHERE id = ?", (chat_id,)).fetchall()):
-            raise BadRequest(f"X-Chimera-Chat-Id {chat_id} is not a known chat", param="X-Chimera-Chat-Id")
+            raise UnknownChat(chat_id, malformed=False)
 
     async def save_exchange(self, chat_id: str, model: str, request_messages: list[dict[str, Any]],
                             reply: dict[str, Any]) -> None:
