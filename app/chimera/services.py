@@ -14,7 +14,10 @@ from .protocol.responses import ResponseStore
 from .store.chats import ChatStore
 
 if TYPE_CHECKING:
+    from .audio.pool import AudioPool
+    from .images.pool import ImagePool
     from .llm.engine import Engine
+    from .rag.service import RagService
 
 
 class Lifecycle:
@@ -40,9 +43,9 @@ class Services:
     engine: Engine | None = None
     reranker: Engine | None = None
     chats: ChatStore | None = None  # --persist-chats
-    audio: Any = None  # the AudioPool, once its workers are up (--whisper-model)
-    rag: Any = None  # the RagService, once its embedder is loaded (--rag-model, or --embeddings)
-    images: Any = None  # the ImagePool, once its workers are up (--sd-model)
+    audio: AudioPool | None = None  # once its workers are up (--whisper-model)
+    rag: RagService | None = None  # once its embedder is loaded (--rag-model, or --embeddings)
+    images: ImagePool | None = None  # once its workers are up (--sd-model)
     engine_versions: dict[str, Any] | None = None  # from the probe process, filled at start-up
     model_path: str | None = None
     model_id: str = "model"

@@ -15,7 +15,7 @@ from ..errors import BadRequest, ChimeraError, Unsupported
 from ..llm import introspect, slotfiles
 from ..llm.engine import Engine
 from ..llm.generation import Generation, new_id
-from ..llm.sequence import Delta
+from ..llm.sequence import Delta, TokenLogprobs
 from ..protocol.forms import LoraScales
 from ..protocol.openai import (
     ApplyTemplateRequest,
@@ -58,7 +58,7 @@ async def _stream(gen: Generation, first: dict[str, Any], chunk: Any, include_us
     yield SSE_DONE
 
 
-def completion_logprobs(engine: Engine, entries: list[dict[str, Any]], top_n: int, offset: int) -> dict[str, Any]:
+def completion_logprobs(engine: Engine, entries: list[TokenLogprobs], top_n: int, offset: int) -> dict[str, Any]:
     """The legacy completions shape: tokens, token_logprobs, top_logprobs, text_offset."""
     def text(tok: int) -> str:
         return engine.token_bytes(tok).decode("utf-8", "replace")
@@ -228,7 +228,7 @@ async def slot_action(slot_id: int) -> Response:
 @blueprint.get("/lora-adapters")
 async def lora_adapters() -> Response:
     engine = services().require_engine()
-    return json_response([{"id": a["id"], "path": a["path"], "scale": a["scale"]} for a in engine.loras])
+    return json_response([a.public() for a in engine.loras])
 
 
 @blueprint.post("/lora-adapters")
@@ -245,5 +245,5 @@ async def set_lora_adapters() -> Response:
         raise BadRequest(f"invalid [{where}]: {e.errors()[0]['msg']}", param=where) from None
     scales = engine.lora_key([(x.id, x.scale) for x in given])
     for a, sc in zip(engine.loras, scales):
-        a["scale"] = sc
-    return json_response([{"id": a["id"], "path": a["path"], "scale": a["scale"]} for a in engine.loras])
+        a.scale = sc
+    return json_response([a.public() for a in engine.loras])

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,19 @@ log = logging.getLogger("chimera.engine")
 Event = tuple[Sequence, Delta | Finished]
 
 
+@dataclass
+class LoraAdapter:
+    """A loaded LoRA adapter; `scale` is the default requests run with."""
+
+    id: int
+    path: str
+    ptr: Any  # llama_adapter_lora_p
+    scale: float
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "path": self.path, "scale": self.scale}
+
+
 class Engine:
     def __init__(self, settings: Settings, model: Model, ctx: Any, metrics: Metrics, n_ctx_slot: int) -> None:
         self.settings = settings
@@ -57,7 +71,7 @@ class Engine:
         self.ranking = False  # a context with rank pooling: scores instead of vectors
         self.vision = self.audio = False  # what the --mmproj projector reads
         self._to_free: collections.deque[Any] = collections.deque()  # media prompts of ended requests
-        self.loras: list[dict[str, Any]] = []  # {id, path, ptr, scale}: scale is the default for requests
+        self.loras: list[LoraAdapter] = []
         self._lora_active: tuple[float, ...] | None = None  # the scales applied to the context now
         self.n_slots = settings.parallel
         self.n_ctx_slot = n_ctx_slot
@@ -134,7 +148,7 @@ class Engine:
                 ptr = ll.llama_adapter_lora_init(model.ptr, os.fsencode(lpath))
                 if not ptr:
                     raise RuntimeError(f"--lora: {lpath} is not a LoRA adapter for this model")
-                engine.loras.append({"id": i, "path": str(lpath), "ptr": ptr, "scale": scale})
+                engine.loras.append(LoraAdapter(i, str(lpath), ptr, scale))
         return engine
 
     def eog_tokens(self) -> list[int]:
@@ -402,7 +416,7 @@ class Engine:
     def lora_key(self, overrides: list[tuple[int, float]]) -> tuple[float, ...]:
         """The adapter scales a request runs with: the defaults, overridden per request by
         (adapter id, scale)."""
-        scales = [a["scale"] for a in self.loras]
+        scales = [a.scale for a in self.loras]
         for i, (adapter, scale) in enumerate(overrides):
             if not 0 <= adapter < len(scales):
                 raise UnknownAdapter(adapter, len(scales), i)
@@ -416,7 +430,7 @@ class Engine:
         if key == self._lora_active or not self.loras:
             self._lora_active = key
             return
-        used = [(a["ptr"], sc) for a, sc in zip(self.loras, key) if sc != 0.0]
+        used = [(a.ptr, sc) for a, sc in zip(self.loras, key) if sc != 0.0]
         arr = (self.ll.llama_adapter_lora_p_ctypes * max(1, len(used)))(*[p for p, _ in used])
         scales = (ctypes.c_float * max(1, len(used)))(*[sc for _, sc in used])
         self.ll.llama_set_adapters_lora(self.ctx, arr if used else None, len(used), scales if used else None)

@@ -18,7 +18,7 @@ import trio
 
 from ..errors import ChimeraError
 from .sampling import SamplingParams
-from .sequence import Delta, Finished, Sequence
+from .sequence import Delta, Finished, Sequence, TokenLogprobs
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -45,7 +45,7 @@ class GenerationSpec:
 class Choice:
     index: int
     text: list[str] = field(default_factory=list)
-    logprobs: list[dict[str, Any]] = field(default_factory=list)
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
     finished: Finished | None = None
 
 

@@ -6,10 +6,30 @@ import codecs
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from .sampling import SamplingParams
 from .stops import StopMatcher
+
+
+class TokenLogprobs(TypedDict):
+    """One sampled token's log-probability and its most likely alternatives (engine thread)."""
+
+    id: int
+    logprob: float
+    bytes: list[int]
+    top: list[tuple[int, float]]
+
+
+class PromptDetails(TypedDict):
+    cached_tokens: int
+
+
+class SequenceUsage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptDetails
 
 
 @dataclass
@@ -19,14 +39,14 @@ class Delta:
     index: int
     text: str
     tokens: list[int]
-    logprobs: list[dict[str, Any]] | None = None
+    logprobs: list[TokenLogprobs] | None = None
 
 
 @dataclass
 class Finished:
     index: int
     reason: str  # stop | length | cancelled | error
-    usage: dict[str, Any]
+    usage: SequenceUsage
     timings: dict[str, Any]
     error: Exception | None = None
     stop_word: str | None = None  # the stop string that ended generation, if one did
@@ -90,7 +110,7 @@ class Sequence:
     def flush(self) -> str:
         return self._utf8.decode(b"", final=True) + self._stop.flush()
 
-    def usage(self) -> dict[str, Any]:
+    def usage(self) -> SequenceUsage:
         n_prompt = len(self.prompt)
         return {
             "prompt_tokens": n_prompt,

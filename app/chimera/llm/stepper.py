@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ChimeraError
 from ..metrics import Metrics
 from .model import Model
-from .sequence import Delta, Sequence
+from .sequence import Delta, Sequence, TokenLogprobs
 
 
 class Slot:
@@ -154,7 +154,7 @@ class Stepper:
             elif (seq.max_tokens >= 0 and len(seq.generated) >= seq.max_tokens) or len(slot.cache) + 1 >= self.n_ctx_slot:
                 finish = "length"
                 text += seq.flush()
-        logprobs = None
+        logprobs: list[TokenLogprobs] | None = None
         if lp is not None:
             k = min(seq.n_probs, model.n_vocab - 1)
             top = np.argpartition(-lp, k)[:k]

@@ -18,7 +18,7 @@ import trio
 from ..errors import BadRequest, ContextLengthExceeded
 from ..llm.media import media_bytes
 from ..llm.reasoning import split_with
-from ..llm.sequence import Delta
+from ..llm.sequence import Delta, TokenLogprobs
 from ..llm.toolcalls import Call, StreamParser
 from .engine import ChatEngine, ChatGeneration
 from .events import Calls, ChoiceResult, Content, Done, Event, FinishReason, Reasoning, TokenLogprob, ToolCall, Usage
@@ -27,7 +27,7 @@ from .turn import ChatTurn, Prepared
 Saver = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def _logprobs(entries: list[dict[str, Any]] | None) -> list[TokenLogprob]:
+def _logprobs(entries: list[TokenLogprobs] | None) -> list[TokenLogprob]:
     return [TokenLogprob(e["id"], e["logprob"], [(t, lp) for t, lp in e["top"]]) for e in entries or []]
 
 
