@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(BACKEND)
 ARGS    ?=
 
-.PHONY: setup serve test test-unit models bench bench-gpu binary binary-onefile test-binary release lint clean
+.PHONY: setup serve test test-unit models browser ui-shots bench bench-gpu binary binary-onefile test-binary release lint clean
 
 $(STAMP): pyproject.toml native/versions.env native/cmake-args.sh native/patches.sh native/build-wheels.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,7 @@ setup: $(STAMP)
 
 models: setup
 	$(BIN)/chimera models prepare --which all
+	$(BIN)/chimera models prepare --which gemma
 
 # the default chat model, plus speech-to-text (whisper tiny.en) and vector stores (MiniLM) on
 # the prepared defaults; ARGS come last, so they can override any of these
@@ -29,8 +30,20 @@ serve: setup models
 	$(BIN)/chimera serve --whisper-model "$$($(BIN)/chimera models prepare --which whisper)" \
 	  --rag-model "$$($(BIN)/chimera models prepare --which embed)" $(ARGS)
 
-test: setup models
+# Debian's chromium and its driver, for the web UI's browser tests (installed when apt-get can run;
+# without them those tests are skipped with the reason)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) ; } || \
+	  echo "no chromium: the web UI's browser tests will be skipped"
+
+test: setup models browser
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+# the screenshots in docs/ui.md, taken by the browser tests
+ui-shots: setup models browser
+	CHIMERA_UI_SHOTS=docs/ui $(BIN)/python -m pytest tests/e2e/test_webui.py $(PYTEST_ARGS)
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 """Audits which shared libraries the executable loads: every one must come from the bundle, except
 an explicit list of system libraries.
 
-    python packaging/audit.py dist/chimera [--models-dir DIR] [--allow-gpu]
+    python packaging/audit.py dist/chimera [--models-cache DIR] [--allow-gpu]
 
 Two checks, against a fresh runtime directory unpacked by the executable itself:
 
@@ -175,7 +175,7 @@ def static_check(runtime: Path, allow_gpu: bool) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("exe", type=Path)
-    ap.add_argument("--models-dir", type=Path, default=None, help="prepared default models (default: ask the executable)")
+    ap.add_argument("--models-cache", type=Path, default=None, help="prepared default models (default: ask the executable)")
     ap.add_argument("--allow-gpu", action="store_true", help="allow the GPU driver and Vulkan loader from the system")
     ap.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
     args = ap.parse_args()
@@ -187,7 +187,7 @@ def main() -> int:
         # a clean environment: no virtualenv, no Python variables, a fresh runtime directory
         env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", td), "LANG": "C.UTF-8",
                "CHIMERA_RUNTIME_DIR": str(tmp / "runtime")}
-        models = args.models_dir or Path(subprocess.run([str(exe), "models", "path"], env=env, check=True,
+        models = args.models_cache or Path(subprocess.run([str(exe), "models", "path"], env=env, check=True,
                                                         capture_output=True, text=True).stdout.strip())
         env.update(LD_DEBUG="libs", LD_DEBUG_OUTPUT=str(tmp / "ld" / "ld"))
         exercise(exe, env, models, tmp)

@@ -124,7 +124,7 @@ def main() -> int:
                 show(f"{cpu} (frozen)", r, native)
                 if args.venv_python:
                     v = run_one([qemu, "-cpu", cpu], args.venv_python, args.model,
-                                dict(os.environ, CHIMERA_MODELS_DIR=str(args.model.parent)), args.prompt, args.n)
+                                dict(os.environ, CHIMERA_MODELS_CACHE=str(args.model.parent)), args.prompt, args.n)
                     show(f"{cpu} (virtualenv)", v, native)
                     same = v["text"] == r["text"] and v["cpu_features"] == r["cpu_features"]
                     print(f"  frozen and virtualenv agree under {cpu}: {same}")

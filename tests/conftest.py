@@ -43,6 +43,14 @@ def minilm(models_dir: Path) -> Path:
     return prepare("embed", models_dir)
 
 
+@pytest.fixture(scope="session")
+def gemma(models_dir: Path) -> Path:
+    """Gemma 3 270M: a second real chat architecture (PyPI chunk packages, joined)."""
+    from chimera.models import prepare
+
+    return prepare("gemma", models_dir)
+
+
 def shared_model(name: str) -> Path:
     """A tiny random-weight model (a name in tests/models MODELS), generated on first use and cached."""
     return tiny_model(name)

@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_options(info)
     models = sub.add_parser("models", help="prepare the default models into the cache")
     models.add_argument("action", choices=["prepare", "path"], help="prepare: fetch and build; path: print where they are")
-    models.add_argument("--models-dir", dest="models_dir", default=None, metavar="PATH")
-    models.add_argument("--which", default="llm", choices=["llm", "embed", "whisper", "all"])
+    models.add_argument("--models-cache", dest="models_cache", default=None, metavar="PATH")
+    models.add_argument("--which", default="llm", choices=["llm", "embed", "whisper", "gemma", "all"],
+                        help="all: the three defaults (gemma, a second chat model, only by name)")
     db = sub.add_parser("db", help="the chat database: status")
     db.add_argument("action", choices=["status"])
     db.add_argument("--chat-db", dest="chat_db", default=None, metavar="PATH")
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "models":
             from .models import default_models_dir, prepare
 
-            root = default_models_dir(ns.models_dir)
+            root = default_models_dir(ns.models_cache)
             if ns.action == "path":
                 print(root)
                 return 0

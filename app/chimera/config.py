@@ -93,7 +93,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("reasoning_format", ("--reasoning-format",), "where <think> blocks go: auto (when the template thinks) | deepseek (always) | none (left in content)"),
     Option("reasoning_budget", ("--reasoning-budget",), "-1: think freely; 0: ask the template not to think (default -1)"),
     Option("slot_save_path", ("--slot-save-path",), "directory for slot KV-cache files (POST /slots/{id}?action=save|restore)", metavar="DIR"),
-    Option("models_dir", ("--models-dir",), "where prepared default models are kept (default: the user cache dir)", metavar="PATH"),
+    Option("no_webui", ("--no-webui",), "do not serve the web UI at /", kind="flag"),
+    Option("webui_path", ("--webui-path", "--path"), "serve the static files of this folder at / instead of the built-in web UI", metavar="DIR"),
+    Option("models_cache", ("--models-cache",), "where prepared default models are kept (default: the user cache dir)", metavar="PATH"),
+    Option("models_dir", ("--models-dir",), "a folder of GGUF models served on demand (the request's model picks one); repeatable", kind="list", metavar="DIR"),
+    Option("models_preset", ("--models-preset",), "TOML file of per-model options (docs/serve.md)", metavar="FILE"),
+    Option("models_max", ("--models-max",), "most models loaded at once; 0 = as many as fit in memory (default 0)"),
+    Option("sleep_idle_seconds", ("--sleep-idle-seconds",), "unload a model idle this long; -1 = never (default -1); per model: keep-alive"),
 )
 
 
@@ -160,7 +166,13 @@ class Settings(BaseModel):
     max_queue: int = Field(256, ge=0)
     chat_template: str | None = None
     chat_template_file: Path | None = None
-    models_dir: Path | None = None
+    models_cache: Path | None = None
+    no_webui: bool = False
+    webui_path: Path | None = None
+    models_dir: tuple[Path, ...] = ()
+    models_preset: Path | None = None
+    models_max: int = Field(0, ge=0)
+    sleep_idle_seconds: float = -1.0
     slot_save_path: Path | None = None
     reasoning_format: Literal["auto", "deepseek", "none"] = "auto"
     reasoning_budget: int = -1
@@ -195,7 +207,22 @@ class Settings(BaseModel):
                 raise ValueError(f"cannot create the directory: {e.strerror}") from None
         return v
 
-    @field_validator("chat_template_file", "api_key_file")
+    @field_validator("webui_path")
+    @classmethod
+    def _site(cls, v: Path | None) -> Path | None:
+        if v is not None and not (v / "index.html").is_file():
+            raise ValueError(f"{v} has no index.html")
+        return v
+
+    @field_validator("models_dir")
+    @classmethod
+    def _folders(cls, v: tuple[Path, ...]) -> tuple[Path, ...]:
+        for folder in v:
+            if not folder.is_dir():
+                raise ValueError(f"{folder} is not a folder")
+        return v
+
+    @field_validator("chat_template_file", "api_key_file", "models_preset")
     @classmethod
     def _readable(cls, v: Path | None) -> Path | None:
         if v is not None and not v.is_file():
@@ -334,6 +361,6 @@ def resolve(cli: dict[str, Any], environ: dict[str, str] | None = None) -> Setti
         problems = []
         for err in e.errors():
             dest = str(err["loc"][0]) if err["loc"] else "?"
-            flag = _BY_DEST[dest].flags[-1] if dest in _BY_DEST else dest
+            flag = max(_BY_DEST[dest].flags, key=len) if dest in _BY_DEST else dest
             problems.append(f"{flag}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("; ".join(problems)) from None

@@ -6,6 +6,7 @@
     ├── AuthenticationFailed          401 authentication_error
     ├── Forbidden                     403 permission_error
     ├── NotFound                      404 not_found_error
+    │   └── ModelNotFound             404 code=model_not_found
     ├── MethodNotAllowed              405 invalid_request_error
     ├── Conflict                      409 invalid_request_error
     ├── PayloadTooLarge               413 invalid_request_error
@@ -14,7 +15,9 @@
     │   └── NotEnabled                501 (flag names the switch that enables it)
     └── Unavailable                   503 unavailable_error     (retry_after seconds)
         ├── Loading
-        └── Overloaded
+        ├── Overloaded
+        └── ModelFailed               code=model_failed
+    (and InsufficientMemory          507, a model that cannot fit)
 
 Each class knows its HTTP status and its error type in the OpenAI and the Anthropic shapes, so
 the HTTP layer renders any of them without a lookup table.
@@ -115,6 +118,11 @@ class UnknownAdapter(BadRequest):
         super().__init__(f"lora[{position}]: no LoRA adapter with id {adapter}: {what}", param=f"lora.{position}.id")
 
 
+class ModelNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no model {name!r} here (GET /v1/models lists them)", param="model", code="model_not_found")
+
+
 class Conflict(ChimeraError):
     status = 409
     openai_type = "invalid_request_error"
@@ -171,6 +179,25 @@ class Loading(Unavailable):
 class Overloaded(Unavailable):
     def __init__(self, message: str = "the server is overloaded: the request queue is full") -> None:
         super().__init__(message, retry_after=1, code="overloaded")
+
+
+class ModelFailed(Unavailable):
+    """A model that failed to load; its requests say why until it is loaded again."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"model {model} failed to load: {reason}", retry_after=60, code="model_failed")
+
+
+class InsufficientMemory(ChimeraError):
+    """Loading a model would need more memory than is free, even after unloading idle ones."""
+
+    status = 507
+    openai_type = "insufficient_storage"
+    anthropic_type = "overloaded_error"
+
+    def __init__(self, model: str, need: int, free: int) -> None:
+        super().__init__(f"model {model} needs about {need / 2**30:.1f} GiB to load and {free / 2**30:.1f} GiB is free",
+                         code="insufficient_memory")
 
 
 class ConfigError(Exception):

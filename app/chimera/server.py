@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
@@ -30,11 +29,13 @@ from .errors import ConfigError, Unavailable, leaf_error
 from .http.app import create_app
 from .http.asgi import ConnectionGuard
 from .logs import setup_logging
+from .registry.catalog import ModelSpec
+from .registry.catalog import build as build_catalog
+from .registry.registry import ModelRegistry
 from .services import Lifecycle, Services
 
 if TYPE_CHECKING:
     from .images.setup import ImageSetup
-    from .llm.engine import Engine
 
 log = logging.getLogger("chimera")
 # after --shutdown-timeout, ended generations get this long to write their last event
@@ -67,79 +68,71 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     return cfg
 
 
-def resolve_model(settings: Settings) -> Path:
-    if settings.whisper_model is not None and not settings.whisper_model.is_file():
-        raise ConfigError(f"--whisper-model: no such file: {settings.whisper_model}")
-    if settings.rerank_model is not None and not settings.rerank_model.is_file():
-        raise ConfigError(f"--rerank-model: no such file: {settings.rerank_model}")
-    if settings.rag_model is not None and not settings.rag_model.is_file():
-        raise ConfigError(f"--rag-model: no such file: {settings.rag_model}")
-    if settings.model is not None:
-        if not settings.model.is_file():
-            raise ConfigError(f"--model: no such file: {settings.model}")
-        return settings.model
+def catalog(settings: Settings) -> tuple[list[ModelSpec], str | None]:
+    """The models this server offers (files checked; the default model prepared if none given)."""
+    for flag, path in (("--whisper-model", settings.whisper_model), ("--rerank-model", settings.rerank_model),
+                       ("--rag-model", settings.rag_model), ("--model", settings.model)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{flag}: no such file: {path}")
     from .models import default_models_dir, prepare
 
-    return prepare("llm", default_models_dir(settings.models_dir))
+    return build_catalog(settings, lambda: prepare("llm", default_models_dir(settings.models_cache)))
 
 
 RANK_POOLING = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK
 
 
-async def _load_engine(services: Services, model_path: Path) -> None:
-    """Load the main model (and the reranker, if any), then run their loops."""
-    from .llm.engine import Engine
-
-    settings = services.settings
-    try:
-        if settings.reranking:
-            rank_settings = settings.model_copy(update={"embeddings": True})
-            engine = await Engine.load(rank_settings, model_path, services.metrics, pooling=RANK_POOLING)
-            services.reranker = engine
-        else:
-            engine = await Engine.load(settings, model_path, services.metrics)
-        if settings.rerank_model is not None:
-            rank_settings = settings.model_copy(update={"embeddings": True, "ctx_size": 0})
-            services.reranker = await Engine.load(rank_settings, settings.rerank_model, services.metrics, pooling=RANK_POOLING)
-        if services.reranker is not None and not services.reranker.ranking:
-            raise RuntimeError("the rerank model has no rank pooling (it is not a cross-encoder reranker)")
-        embedder = await _load_embedder(services, engine)
-    except Exception as e:  # a model that does not load: report it on /health, keep serving
-        log.error("model failed to load: %s", e)
-        services.lifecycle.load_error = str(e)
+async def _watch_ready(services: Services) -> None:
+    """Ready once every model loaded at start-up has loaded (or failed: a failed -m model is the
+    server's load error; another failed model only fails its own requests)."""
+    registry = services.require_models()
+    startup = [h for h in registry.hosted.values() if h.spec.load_on_startup]
+    while any(h.state in ("unloaded", "loading") for h in startup):
+        await trio.sleep(0.02)
+    main = registry.hosted.get(registry.default) if registry.default else None
+    if main is not None and main.state == "failed":
+        services.lifecycle.load_error = main.error
         return
-    services.engine = engine
-    services.lifecycle.ready = True
-    log.info("model %s ready: %d slots, %d tokens of context each", services.model_id, engine.n_slots, engine.n_ctx_slot)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(engine.run)
-        if services.reranker is not None and services.reranker is not engine:
-            nursery.start_soon(services.reranker.run)
-        if embedder is not None and embedder is not engine:
-            nursery.start_soon(embedder.run)
+    services.lifecycle.models_ready = True
 
 
-async def _load_embedder(services: Services, engine: Engine) -> Engine | None:
-    """The vector stores' embedder: --rag-model, or the main model when it makes embeddings."""
+async def _side_engines(services: Services) -> None:
+    """The engines loaded beside the served models: --rerank-model, and the vector stores'
+    embedder (--rag-model, or the default model when it makes embeddings)."""
     from .llm.engine import Engine
     from .rag.service import RagService, embedder_settings
 
-    s = services.settings
-    if s.rag_model is not None:
-        embedder = await Engine.load(embedder_settings(s), s.rag_model, services.metrics)
-        name = s.rag_model.name.removesuffix(".gguf")
-    elif s.embeddings and not engine.ranking:
-        embedder, name = engine, services.model_id
-    else:
-        return None
-    rag = RagService(s.rag_db_path(), embedder, name, s.rag_chunk_tokens, s.rag_chunk_overlap, services.reranker)
+    s, registry = services.settings, services.require_models()
     try:
-        await rag.open()
-    except Exception as e:
-        raise RuntimeError(f"--rag-db: cannot open {s.rag_db_path()}: {e}") from e
-    services.rag = rag
-    log.info("vector stores in %s, embedded with %s", s.rag_db_path(), name)
-    return embedder
+        async with trio.open_nursery() as nursery:
+            if s.rerank_model is not None:
+                rank = s.model_copy(update={"embeddings": True, "ctx_size": 0})
+                name = s.rerank_model.name.removesuffix(".gguf")
+                reranker = await Engine.load(rank, s.rerank_model, services.metrics.for_model(name), pooling=RANK_POOLING)
+                if not reranker.ranking:
+                    raise RuntimeError("the rerank model has no rank pooling (it is not a cross-encoder reranker)")
+                services.reranker = reranker
+                nursery.start_soon(reranker.run)
+            embedder = None
+            if s.rag_model is not None:
+                name = s.rag_model.name.removesuffix(".gguf")
+                embedder = await Engine.load(embedder_settings(s), s.rag_model, services.metrics.for_model(name))
+                nursery.start_soon(embedder.run)
+            elif registry.default is not None and registry.hosted[registry.default].spec.kind == "embeddings":
+                name = registry.default
+                embedder = (await registry.acquire(name)).engine  # held for the server's life
+            if embedder is not None:
+                rag = RagService(s.rag_db_path(), embedder, name, s.rag_chunk_tokens, s.rag_chunk_overlap, services.reranker)
+                try:
+                    await rag.open()
+                except Exception as e:
+                    raise RuntimeError(f"--rag-db: cannot open {s.rag_db_path()}: {e}") from e
+                services.rag = rag
+                log.info("vector stores in %s, embedded with %s", s.rag_db_path(), name)
+            services.lifecycle.side_ready = True
+    except Exception as e:  # a side model that does not load: report it on /health, keep serving
+        log.error("model failed to load: %s", e)
+        services.lifecycle.load_error = str(e)
 
 
 async def _run_audio(services: Services) -> None:
@@ -180,10 +173,11 @@ async def _probe(services: Services) -> None:
 
 
 async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    model_path = await trio.to_thread.run_sync(resolve_model, settings)
+    specs, default = await trio.to_thread.run_sync(catalog, settings)
     services = Services(settings=settings, api_keys=settings.api_keys())
-    services.model_path = str(model_path)
-    services.model_id = settings.alias or model_path.name.removesuffix(".gguf")
+    services.models = ModelRegistry(
+        specs, services.metrics, max_loaded=settings.models_max, max_queue=settings.max_queue, default=default,
+        idle_seconds=None if settings.sleep_idle_seconds < 0 else settings.sleep_idle_seconds)
     if settings.persist_chats:
         from .store.chats import ChatStore
 
@@ -202,7 +196,9 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, services.lifecycle)
         nursery.start_soon(_probe, services)
-        nursery.start_soon(_load_engine, services, model_path)
+        await nursery.start(services.models.run)
+        nursery.start_soon(_watch_ready, services)
+        nursery.start_soon(_side_engines, services)
         if settings.whisper_model is not None:
             nursery.start_soon(_run_audio, services)
         if image_setup is not None:
@@ -235,8 +231,8 @@ async def _end_stragglers(services: Services) -> None:
     instead of a cut connection."""
     await services.lifecycle.shutdown_requested.wait()
     await trio.sleep(services.settings.shutdown_timeout)
-    if services.engine is not None:
-        services.engine.abort_all(Unavailable("the server is shutting down", retry_after=5, code="shutting_down"))
+    for engine in services.require_models().engines():
+        engine.abort_all(Unavailable("the server is shutting down", retry_after=5, code="shutting_down"))
 
 
 def serve_main(settings: Settings) -> int:

@@ -18,16 +18,22 @@ if TYPE_CHECKING:
     from .images.pool import ImagePool
     from .llm.engine import Engine
     from .rag.service import RagService
+    from .registry.registry import ModelRegistry
 
 
 class Lifecycle:
     """Readiness and the shutdown trigger, shared by the signal watcher, the routes and run()."""
 
     def __init__(self) -> None:
-        self.ready = False
+        self.models_ready = False  # every model loaded at start-up is up (or failed on its own)
+        self.side_ready = False  # the reranker and the vector stores' embedder, if any
         self.load_error: str | None = None
         self.shutdown_requested = trio.Event()
         self.started_at = time.time()
+
+    @property
+    def ready(self) -> bool:
+        return self.models_ready and self.side_ready and self.load_error is None
 
     def request_shutdown(self) -> None:
         self.shutdown_requested.set()
@@ -40,21 +46,26 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     responses: ResponseStore = field(default_factory=ResponseStore)
-    engine: Engine | None = None
-    reranker: Engine | None = None
+    models: ModelRegistry | None = None  # the served models, loaded on demand
+    reranker: Engine | None = None  # --rerank-model
     chats: ChatStore | None = None  # --persist-chats
     audio: AudioPool | None = None  # once its workers are up (--whisper-model)
     rag: RagService | None = None  # once its embedder is loaded (--rag-model, or --embeddings)
     images: ImagePool | None = None  # once its workers are up (--sd-model)
     engine_versions: dict[str, Any] | None = None  # from the probe process, filled at start-up
-    model_path: str | None = None
-    model_id: str = "model"
 
-    def require_engine(self) -> Engine:
+    def require_models(self) -> ModelRegistry:
+        if self.models is None:
+            from .errors import Loading
+
+            raise Loading()
+        return self.models
+
+    def check_loaded(self) -> None:
+        """503 while the models loaded at start-up are loading, or after the default one failed."""
         from .errors import Loading, Unavailable
 
-        if self.engine is None:
-            if self.lifecycle.load_error:
-                raise Unavailable(f"the model failed to load: {self.lifecycle.load_error}", retry_after=60)
+        if self.lifecycle.load_error:
+            raise Unavailable(f"the model failed to load: {self.lifecycle.load_error}", retry_after=60)
+        if not self.lifecycle.models_ready:
             raise Loading()
-        return self.engine

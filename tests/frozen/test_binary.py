@@ -142,7 +142,7 @@ def test_serve_chat_audio_chats_and_shutdown(serve: type[FrozenServer], binary: 
     db = tmp_path / "chats.db"
     # the default model: no -m
     s = serve("--whisper-model", str(whisper_model), "--persist-chats", "--chat-db", str(db),
-              "--models-dir", str(models_dir)).wait_ready()
+              "--models-cache", str(models_dir)).wait_ready()
     client = s.client()
     # streaming chat
     stream = client.chat.completions.create(
@@ -222,6 +222,6 @@ def test_audit_of_loaded_libraries(binary: Path, models_dir: Path, whisper_model
 
     gpu = ["--allow-gpu"] if os.environ.get("CHIMERA_BACKEND", "cpu") != "cpu" else []
     r = subprocess.run([sys.executable, str(REPO / "packaging" / "audit.py"), str(binary),
-                        "--models-dir", str(models_dir), *gpu], capture_output=True, text=True, timeout=600)
+                        "--models-cache", str(models_dir), *gpu], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ok: every library loaded" in r.stdout

@@ -4,7 +4,7 @@
     tiny_sd_set()                             -> Path of the stable-diffusion set's folder
 
 They live in `<models dir>/test-models/v<GENERATOR_VERSION>/` (the models dir is
-`chimera.models.default_models_dir()`, ~/.cache/chimera/models unless CHIMERA_MODELS_DIR says
+`chimera.models.default_models_dir()`, ~/.cache/chimera/models unless CHIMERA_MODELS_CACHE says
 otherwise). Each is written under a temporary name and renamed into place, under the folder's
 file lock, so parallel pytest processes generate it once and never see half a file. The
 generators are deterministic: a given version always gives the same bytes from the same donors.

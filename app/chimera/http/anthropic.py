@@ -21,7 +21,8 @@ from ..serving.run import ChatRun
 from ..serving.turn import ChatTurn
 from .advice import for_client
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
-from .turns import prepare_turn, start_turn
+from .leases import Streamed, using
+from .turns import prepare_on, start_turn
 
 blueprint = Blueprint("anthropic", __name__)
 
@@ -165,13 +166,15 @@ async def _stream(run: ChatRun, mid: str, model: str) -> AsyncIterator[bytes]:
 async def messages() -> Response:
     s = services()
     req = parse_model(MessagesRequest, await json_object())
-    s.require_engine()
     params = parse_model(GenerationFields, req.generation_fields())
-    run, headers = await start_turn(s, messages_turn(req, _wants_thinking(s, req), params))
+    run, headers = await start_turn(s, messages_turn(req, _wants_thinking(s, req), params), req.model)
     mid = "msg_" + new_id("x")[2:]
     if req.stream:
-        return sse_response(_stream(run, mid, s.model_id), headers=headers)
-    c = (await run.collect())[0]
+        return sse_response(Streamed(_stream(run, mid, run.model_id), run.close), headers=headers)
+    try:
+        c = (await run.collect())[0]
+    finally:
+        run.close()
     content: list[dict[str, Any]] = []
     if c.reasoning:
         content.append({"type": "thinking", "thinking": c.reasoning, "signature": ""})
@@ -180,7 +183,7 @@ async def messages() -> Response:
     content += [_tool_use(call) for call in c.calls]
     d = c.done
     body = {
-        "id": mid, "type": "message", "role": "assistant", "model": s.model_id, "content": content,
+        "id": mid, "type": "message", "role": "assistant", "model": run.model_id, "content": content,
         "stop_reason": "tool_use" if c.calls else (stop_reason(d.reason, d.stop_word) if d else "end_turn"),
         "stop_sequence": None if c.calls or not d else d.stop_word,
         "usage": _usage(run.usage()),
@@ -192,11 +195,11 @@ async def messages() -> Response:
 async def count_tokens() -> Response:
     s = services()
     req = parse_model(CountTokensRequest, await json_object())
-    engine = s.require_engine()
     turn = messages_turn(req, False, GenerationFields(max_tokens=0))
-    prepared = prepare_turn(s, turn)
-    if not prepared.media:
-        return json_response({"input_tokens": len(engine.tokenize_prompt(prepared.text))})
-    run = await ChatRun.start(engine, turn, prepared, allow_remote_media=s.settings.allow_remote_media)
-    run.cancel()  # the media counted as the projector tokenizes them, nothing generated
-    return json_response({"input_tokens": run.prompt_tokens})
+    async with using(s, req.model) as engine:
+        prepared = prepare_on(s, engine, turn)
+        if not prepared.media:
+            return json_response({"input_tokens": len(engine.tokenize_prompt(prepared.text))})
+        run = await ChatRun.start(engine, turn, prepared, allow_remote_media=s.settings.allow_remote_media)
+        run.close()  # the media counted as the projector tokenizes them, nothing generated
+        return json_response({"input_tokens": run.prompt_tokens})

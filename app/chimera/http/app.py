@@ -29,6 +29,7 @@ from .openapi import describe
 log = logging.getLogger("chimera.http")
 
 PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/"})
+PUBLIC_ENDPOINTS = frozenset({"webui.index", "webui.asset"})  # the UI's files; it asks for the key itself
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -102,6 +103,8 @@ def create_app(services: Services) -> QuartTrio:
             raise PayloadTooLarge("request body is larger than the server's --max-body-size")
         if request.method == "OPTIONS" or request.path in PUBLIC_PATHS or not services.api_keys:
             return None
+        if request.url_rule is not None and request.url_rule.endpoint in PUBLIC_ENDPOINTS:
+            return None
         given = _presented_key()
         if given is None:
             raise AuthenticationFailed("missing API key: send 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'")
@@ -146,12 +149,16 @@ def create_app(services: Services) -> QuartTrio:
     from .infill import blueprint as infill_bp
     from .llm import blueprint as llm_bp
     from .meta import blueprint as meta_bp
+    from .models import blueprint as models_bp
     from .ollama import blueprint as ollama_bp
     from .rerank import blueprint as rerank_bp
     from .responses import blueprint as responses_bp
     from .vector_stores import blueprint as vector_stores_bp
+    from .webui import blueprint as webui_bp
+    from .webui import site_for
 
     app.register_blueprint(meta_bp)
+    app.register_blueprint(models_bp)
     app.register_blueprint(chat_bp)
     app.register_blueprint(llm_bp)
     app.register_blueprint(anthropic_bp)
@@ -163,6 +170,8 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(vector_stores_bp)
     app.register_blueprint(images_bp)
     app.register_blueprint(ollama_bp)
+    app.register_blueprint(webui_bp)  # GET / and the UI's files; every other route comes first
+    app.extensions["webui"] = site_for(services.settings)
     describe(app, api_keys=bool(services.api_keys))
     # quart-schema installed its JSON provider: keep the order of keys as written
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -173,7 +182,7 @@ def create_app(services: Services) -> QuartTrio:
             app,
             allow_origin=origins,
             allow_headers=["Authorization", "Content-Type", "X-Api-Key", "X-Chimera-Chat-Id"],
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             expose_headers=["X-Chimera-Chat-Id"],
             max_age=600,
         )

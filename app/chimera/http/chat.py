@@ -18,6 +18,7 @@ from ..serving.run import ChatRun
 from ..serving.turn import ChatTurn
 from .advice import for_client
 from .common import SSE_DONE, json_object, json_response, parse_model, services, sse_event, sse_response
+from .leases import Streamed
 from .turns import start_turn
 
 blueprint = Blueprint("chat", __name__)
@@ -110,16 +111,19 @@ async def _stream(run: ChatRun, base: dict[str, Any], engine: ChatEngine, req: C
 async def chat_completions() -> Response:
     s = services()
     req = parse_model(ChatCompletionRequest, await json_object())
-    engine = s.require_engine()
-    run, headers = await start_turn(s, chat_turn(req))
+    run, headers = await start_turn(s, chat_turn(req), req.model)
+    engine = run.engine
     base = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": s.model_id, "system_fingerprint": FINGERPRINT}
+            "model": run.model_id, "system_fingerprint": FINGERPRINT}
     if req.stream:
-        return sse_response(_stream(run, base, engine, req), headers=headers)
-    results = await run.collect()
-    choices = [{"index": c.index, "message": _message(c),
-                "logprobs": chat_logprobs(engine, c.logprobs, req.top_logprobs or 0) if req.logprobs else None,
-                "finish_reason": c.reason} for c in results]
+        return sse_response(Streamed(_stream(run, base, engine, req), run.close), headers=headers)
+    try:
+        results = await run.collect()
+        choices = [{"index": c.index, "message": _message(c),
+                    "logprobs": chat_logprobs(engine, c.logprobs, req.top_logprobs or 0) if req.logprobs else None,
+                    "finish_reason": c.reason} for c in results]
+    finally:
+        run.close()
     done = [c.done for c in results if c.done is not None]
     body = base | {"object": "chat.completion", "choices": choices, "usage": usage_object(run.usage()),
                    "timings": done[-1].timings if done else {}}

@@ -9,10 +9,11 @@ import trio
 from quart import Blueprint, Response, request
 
 from ..errors import BadRequest, NotEnabled
+from ..protocol.forms import UpdateChat
 from ..services import Services
 from ..store.chats import ChatStore, new_chat_id, to_markdown
 from .advice import CHAT_HEADER
-from .common import json_response, services
+from .common import json_object, json_response, parse_model, services
 
 log = logging.getLogger("chimera.chats")
 blueprint = Blueprint("chats", __name__)
@@ -32,13 +33,13 @@ async def chat_id_for_request(s: Services) -> str | None:
     return given.strip()
 
 
-async def persist(s: Services, chat_id: str | None, messages: list[dict[str, Any]], reply: dict[str, Any]) -> None:
+async def persist(s: Services, chat_id: str | None, model: str, messages: list[dict[str, Any]], reply: dict[str, Any]) -> None:
     """Save one exchange; a failing store is logged and counted, never raised to the client."""
     if s.chats is None or chat_id is None:
         return
     try:
         with trio.CancelScope(shield=True), trio.move_on_after(30):
-            await s.chats.save_exchange(chat_id, s.model_id, messages, reply)
+            await s.chats.save_exchange(chat_id, model, messages, reply)
             s.metrics.persisted.inc()
             return
         raise TimeoutError("saving took longer than 30 s")
@@ -76,6 +77,14 @@ async def get_chat(chat_id: str) -> Response:
 async def delete_chat(chat_id: str) -> Response:
     await _store().delete_chat(chat_id)
     return json_response({"id": chat_id, "object": "chat", "deleted": True})
+
+
+@blueprint.patch("/v1/chimera/chats/<chat_id>")
+async def update_chat(chat_id: str) -> Response:
+    req = parse_model(UpdateChat, await json_object())
+    if req.title is None and req.keep_messages is None:
+        raise BadRequest("send 'title' and/or 'keep_messages'")
+    return json_response(await _store().update_chat(chat_id, req.title, req.keep_messages))
 
 
 @blueprint.get("/v1/chimera/chats/<chat_id>/export")

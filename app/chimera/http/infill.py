@@ -20,6 +20,7 @@ from ..llm.sequence import Delta, Finished
 from ..protocol.params import GenerationFields
 from .advice import for_client
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
+from .leases import Streamed, lease
 
 blueprint = Blueprint("infill", __name__)
 
@@ -79,18 +80,25 @@ async def _stream(gen: Generation) -> AsyncIterator[bytes]:
 async def infill() -> Response:
     s = services()
     req = parse_model(InfillRequest, await json_object())
-    engine = s.require_engine()
-    tokens = fim_prompt(engine, req)
-    gen = engine.generate([tokens], req.spec(engine.n_vocab), "input_prefix")
-    if req.stream:
-        return sse_response(_stream(gen))
-    choices = await gen.collect()
+    held = await lease(s, req.model)
+    try:
+        engine = held.engine
+        tokens = fim_prompt(engine, req)
+        gen = engine.generate([tokens], req.spec(engine.n_vocab), "input_prefix")
+        if req.stream:
+            return sse_response(Streamed(_stream(gen), held.release))
+        choices = await gen.collect()
+        prompt_text = engine.model.detokenize(tokens, special=True)
+    except BaseException:
+        held.release()
+        raise
+    held.release()
     c = choices[0]
     f = c.finished
     return json_response({
-        "content": "".join(c.text), "model": s.model_id, "stop": True, "stop_type": _stop_type(f),
+        "content": "".join(c.text), "model": held.model_id, "stop": True, "stop_type": _stop_type(f),
         "stopping_word": f.stop_word if f else None,
-        "prompt": engine.model.detokenize(tokens, special=True),
+        "prompt": prompt_text,
         "tokens_predicted": f.usage["completion_tokens"] if f else 0, "tokens_evaluated": len(tokens),
         "tokens_cached": f.usage["prompt_tokens_details"]["cached_tokens"] if f else 0,
         "timings": f.timings if f else {},

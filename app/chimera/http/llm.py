@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,8 @@ from ..serving.turn import apply_json_schema
 from .advice import for_client
 from .chat import chat_turn
 from .common import SSE_DONE, json_object, json_response, parse_json, parse_model, services, sse_event, sse_response
-from .turns import prepare_turn
+from .leases import Streamed, lease, using
+from .turns import prepare_on
 
 log = logging.getLogger("chimera.http.llm")
 blueprint = Blueprint("llm", __name__)
@@ -79,7 +80,15 @@ def completion_logprobs(engine: Engine, entries: list[TokenLogprobs], top_n: int
 async def completions() -> Response:
     s = services()
     req = parse_model(CompletionRequest, await json_object())
-    engine = s.require_engine()
+    held = await lease(s, req.model)
+    try:
+        return await _completions(held.model_id, held.engine, req, held.release)
+    except BaseException:
+        held.release()
+        raise
+
+
+async def _completions(model_id: str, engine: Engine, req: CompletionRequest, release: Callable[[], None]) -> Response:
     apply_json_schema(req)
     if req.suffix:
         raise Unsupported("'suffix' (fill-in-the-middle) is not supported on /v1/completions; use /infill")
@@ -103,7 +112,7 @@ async def completions() -> Response:
         return texts[index // req.n] if req.echo else ""
 
     if req.stream:
-        base = {"id": cid, "object": "text_completion", "created": created, "model": s.model_id,
+        base = {"id": cid, "object": "text_completion", "created": created, "model": model_id,
                 "system_fingerprint": FINGERPRINT}
         sent: set[int] = set()
 
@@ -120,12 +129,12 @@ async def completions() -> Response:
             return {"index": index, "text": text, "logprobs": lp, "finish_reason": finish}
 
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return sse_response(_stream(gen, base, chunk, include_usage))
+        return sse_response(Streamed(_stream(gen, base, chunk, include_usage), release))
 
     choices = await gen.collect()
     finished = [c.finished for c in choices if c.finished]
     body = {
-        "id": cid, "object": "text_completion", "created": created, "model": s.model_id,
+        "id": cid, "object": "text_completion", "created": created, "model": model_id,
         "system_fingerprint": FINGERPRINT,
         "choices": [{
             "index": c.index,
@@ -136,6 +145,7 @@ async def completions() -> Response:
         "usage": gen.usage(finished),
         "timings": finished[-1].timings if finished else {},
     }
+    release()
     return json_response(body)
 
 
@@ -144,11 +154,15 @@ async def completions() -> Response:
 async def embeddings() -> Response:
     s = services()
     req = parse_model(EmbeddingRequest, await json_object())
-    engine = s.require_engine()
-    if not engine.embeddings:
-        from ..errors import NotEnabled
+    async with using(s, req.model) as engine:
+        if not engine.embeddings:
+            from ..errors import NotEnabled
 
-        raise NotEnabled("embeddings are not enabled on this server", feature="embeddings")
+            raise NotEnabled("embeddings are not enabled on this server", feature="embeddings")
+        return await _embeddings(s.require_models().resolve(req.model).id, engine, req)
+
+
+async def _embeddings(model_id: str, engine: Engine, req: EmbeddingRequest) -> Response:
     raw = req.input
     items: list[str | list[int]]
     if isinstance(raw, str):
@@ -166,34 +180,34 @@ async def embeddings() -> Response:
         if req.encoding_format == "base64":
             emb = base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
         data.append({"object": "embedding", "index": i, "embedding": emb})
-    return json_response({"object": "list", "data": data, "model": s.model_id,
+    return json_response({"object": "list", "data": data, "model": model_id,
                           "usage": {"prompt_tokens": n, "total_tokens": n}})
 
 
 @blueprint.post("/tokenize")
 async def tokenize() -> Response:
     req = parse_model(TokenizeRequest, await json_object())
-    model = services().require_engine().model
-    toks = model.tokenize(req.content, add_special=req.add_special, parse_special=req.parse_special)
-    if not req.with_pieces:
-        return json_response({"tokens": toks})
-    out = []
-    for t in toks:
-        b = model.piece(t, special=True)
-        try:
-            piece: Any = b.decode("utf-8")
-        except UnicodeDecodeError:
-            piece = list(b)
-        out.append({"id": t, "piece": piece})
-    return json_response({"tokens": out})
+    async with using(services(), req.model) as engine:
+        model = engine.model
+        toks = model.tokenize(req.content, add_special=req.add_special, parse_special=req.parse_special)
+        if not req.with_pieces:
+            return json_response({"tokens": toks})
+        out = []
+        for t in toks:
+            b = model.piece(t, special=True)
+            try:
+                piece: Any = b.decode("utf-8")
+            except UnicodeDecodeError:
+                piece = list(b)
+            out.append({"id": t, "piece": piece})
+        return json_response({"tokens": out})
 
 
 @blueprint.post("/detokenize")
 async def detokenize() -> Response:
     req = parse_model(DetokenizeRequest, await json_object())
-    model = services().require_engine().model
-    model.check_tokens(req.tokens, "tokens")
-    return json_response({"content": model.detokenize(req.tokens, special=True)})
+    async with using(services(), req.model) as engine:
+        return json_response({"content": engine.model.detokenize(req.tokens, special=True)})
 
 
 @blueprint.post("/apply-template")
@@ -201,40 +215,45 @@ async def apply_template() -> Response:
     """The prompt a chat request renders to: the same messages, tools, chat_template_kwargs and
     reasoning settings as /v1/chat/completions (without sampling, which it ignores)."""
     req = parse_model(ApplyTemplateRequest, await json_object())
-    prepared = prepare_turn(services(), chat_turn(req, add_generation_prompt=req.add_generation_prompt))
+    s = services()
+    async with using(s, req.model) as engine:
+        prepared = prepare_on(s, engine, chat_turn(req, add_generation_prompt=req.add_generation_prompt))
     return json_response({"prompt": prepared.text})
 
 
 @blueprint.get("/slots")
 async def slots() -> Response:
-    return json_response(introspect.slots(services().require_engine()))
+    """The slots of the model (`?model=` where several are served); an unloaded one has none."""
+    s = services()
+    s.check_loaded()
+    engine = s.require_models().resolve(request.args.get("model")).engine
+    return json_response(introspect.slots(engine) if engine is not None else [])
 
 
 @blueprint.post("/slots/<int:slot_id>")
 async def slot_action(slot_id: int) -> Response:
     s = services()
-    engine = s.require_engine()
     action = request.args.get("action")
-    if action == "erase":
-        return json_response(await engine.run_job(lambda: slotfiles.erase(engine, slot_id)))
-    if action not in ("save", "restore"):
+    if action not in ("save", "restore", "erase"):
         raise BadRequest("query parameter 'action' must be save, restore or erase", param="action")
-    body = await json_object()
-    path = slotfiles.slot_file(s.settings.slot_save_path, body.get("filename"), action)
-    fn = slotfiles.save if action == "save" else slotfiles.restore
-    return json_response(await engine.run_job(lambda: fn(engine, slot_id, path)))
+    body = await json_object() if action != "erase" else {}
+    async with using(s, request.args.get("model") or body.get("model")) as engine:
+        if action == "erase":
+            return json_response(await engine.run_job(lambda: slotfiles.erase(engine, slot_id)))
+        path = slotfiles.slot_file(s.settings.slot_save_path, body.get("filename"), action)
+        fn = slotfiles.save if action == "save" else slotfiles.restore
+        return json_response(await engine.run_job(lambda: fn(engine, slot_id, path)))
 
 
 @blueprint.get("/lora-adapters")
 async def lora_adapters() -> Response:
-    engine = services().require_engine()
-    return json_response([a.public() for a in engine.loras])
+    async with using(services(), request.args.get("model")) as engine:
+        return json_response([a.public() for a in engine.loras])
 
 
 @blueprint.post("/lora-adapters")
 async def set_lora_adapters() -> Response:
     """Default scales for the following requests: [{"id", "scale"}]; ids not named keep theirs."""
-    engine = services().require_engine()
     body = parse_json(await request.get_data(cache=False))
     if not isinstance(body, list):
         raise BadRequest("the body must be an array of {\"id\", \"scale\"}")
@@ -243,7 +262,8 @@ async def set_lora_adapters() -> Response:
     except ValidationError as e:
         where = ".".join(str(p) for p in e.errors()[0]["loc"])
         raise BadRequest(f"invalid [{where}]: {e.errors()[0]['msg']}", param=where) from None
-    scales = engine.lora_key([(x.id, x.scale) for x in given])
-    for a, sc in zip(engine.loras, scales):
-        a.scale = sc
-    return json_response([a.public() for a in engine.loras])
+    async with using(services(), request.args.get("model")) as engine:
+        scales = engine.lora_key([(x.id, x.scale) for x in given])
+        for a, sc in zip(engine.loras, scales):
+            a.scale = sc
+        return json_response([a.public() for a in engine.loras])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import trio
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from ..info import Live, collect_info, modalities
 from ..llm import introspect
@@ -27,50 +27,34 @@ async def health() -> Response:
     return json_response({"status": "ok"})
 
 
-@blueprint.get("/v1/models")
-@blueprint.get("/models")
-async def models() -> Response:
-    s = services()
-    # like llama-server: 503 until the chat model is loaded, so a listed model can be used
-    data = [introspect.model_card(s.require_engine(), s.model_id, int(s.lifecycle.started_at))]
-    for kind, path in _side_models(s).items():
-        data.append({"id": path.rsplit("/", 1)[-1].removesuffix(".gguf").removesuffix(".bin"), "object": "model",
-                     "created": int(s.lifecycle.started_at), "owned_by": "chimera", "chimera": {"kind": kind, "path": path}})
-    return json_response({"object": "list", "data": data})
-
-
-def _side_models(s: Services) -> dict[str, str]:
-    """The models loaded beside the main one, by what they serve."""
-    st = s.settings
-    out = {}
-    if st.whisper_model is not None:
-        out["speech-to-text"] = str(st.whisper_model)
-    if st.rag_model is not None:
-        out["vector-store-embeddings"] = str(st.rag_model)
-    if st.rerank_model is not None:
-        out["rerank"] = str(st.rerank_model)
-    if st.sd_enabled():
-        out["image-generation"] = str(st.sd_model or st.sd_diffusion_model)
-    return out
-
-
 def _live(s: Services) -> Live:
-    model = {"id": s.model_id, "path": s.model_path} if s.engine is not None else None
+    registry = s.require_models()
+    main = registry.hosted.get(registry.default) if registry.default else None
+    model = {"id": main.id, "path": str(main.spec.path)} if main is not None else None
     return Live(uptime_s=round(time.time() - s.lifecycle.started_at, 3), ready=s.lifecycle.ready, model=model,
                 audio=s.audio, rag=s.rag, images=s.images)
 
 
 @blueprint.get("/props")
 async def props() -> Response:
+    """The model's properties (`?model=` where several are served); like llama-server's router,
+    asking does not load a model: an unloaded one reports `is_sleeping`."""
     s = services()
-    return json_response(introspect.props(s.require_engine(), s.model_id) | {"chimera": modalities(s.settings, _live(s))})
+    s.check_loaded()
+    registry = s.require_models()
+    h = registry.resolve(request.args.get("model"))
+    extra = {"chimera": modalities(s.settings, _live(s)), "status": registry.status(h)}
+    if h.engine is None:
+        return json_response({"model_alias": h.id, "model_path": str(h.spec.path), "is_sleeping": True} | extra)
+    return json_response(introspect.props(h.engine, h.id) | {"is_sleeping": False} | extra)
 
 
 @blueprint.get("/metrics")
 async def metrics() -> Response:
     s = services()
-    if s.engine is not None:
-        s.engine.update_gauges()
+    if s.models is not None:
+        for engine in s.models.engines():
+            engine.update_gauges()
     return Response(s.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import trio
 from quart import Blueprint, Response
 
 from .. import __version__
@@ -19,6 +20,7 @@ from ..errors import BadRequest, ChimeraError, NotEnabled, Unsupported
 from ..llm import introspect
 from ..llm.engine import Engine
 from ..protocol import ollama as ol
+from ..registry.registry import Hosted
 from ..services import Services
 from ..serving.engine import ChatEngine
 from ..serving.events import Calls, ChoiceResult, Content, Done, Reasoning, TokenLogprob, ToolCall
@@ -27,6 +29,7 @@ from ..serving.turn import ChatTurn
 from .advice import for_client
 from .common import json_object, json_response, parse_model, services
 from .infill import InfillRequest, fim_prompt
+from .leases import Streamed, using
 from .turns import start_turn
 
 blueprint = Blueprint("ollama", __name__)
@@ -39,8 +42,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _name(s: Services) -> str:
-    return f"{s.model_id}:latest"
+def _name(s: Services, model: str | None) -> str:
+    h = s.require_models().find(model)
+    return f"{h.id}:latest" if h is not None else (model or "")
 
 
 def _line(data: dict[str, Any]) -> bytes:
@@ -78,7 +82,7 @@ def _stats(run: ChatRun, done: Done | None, started: float) -> dict[str, Any]:
     u = run.usage()
     t = done.timings if done else {}
     return {"done_reason": "length" if done is not None and done.reason == "length" else "stop",
-            "total_duration": int((time.perf_counter() - started) * 1e9), "load_duration": 0,
+            "total_duration": int((time.perf_counter() - started) * 1e9), "load_duration": int(run.load_seconds * 1e9),
             "prompt_eval_count": u.prompt, "prompt_eval_duration": int(t.get("prompt_ms", 0.0) * 1e6),
             "eval_count": u.completion, "eval_duration": int(t.get("predicted_ms", 0.0) * 1e6)}
 
@@ -130,27 +134,44 @@ def _whole(c: ChoiceResult, engine: ChatEngine, req: ol._Request) -> dict[str, A
     return out
 
 
+async def _load_only(s: Services, req: ol._Request) -> str:
+    """Ollama's way to load (or, with keep_alive 0, unload) a model: a request with nothing to say."""
+    registry = s.require_models()
+    h = registry.resolve(req.model)
+    keep = ol.keep_alive_seconds(req.keep_alive)
+    if keep == 0:
+        await registry.unload(h.id)
+        return "unload"
+    held = await registry.acquire(h.id, keep)
+    held.release()
+    return "load"
+
+
 @blueprint.post("/api/chat")
 async def chat() -> Response:
     s = services()
     req = parse_model(ol.OllamaChat, await json_object())
-    engine = s.require_engine()
-    head = {"model": req.model or _name(s), "created_at": _now()}
-    if not req.messages:  # Ollama's way to load a model
-        return json_response(head | {"message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "load"})
+    head = {"model": req.model or _name(s, None), "created_at": _now()}
+    if not req.messages:
+        reason = await _load_only(s, req)
+        return json_response(head | {"message": {"role": "assistant", "content": ""}, "done": True, "done_reason": reason})
     started = time.perf_counter()
     turn = _base(ChatTurn(messages=ol.chat_messages(req.messages), params=ol.generation_fields(req), tools=req.tools), req)
-    run, headers = await start_turn(s, turn)
+    run, headers = await start_turn(s, turn, req.model, ol.keep_alive_seconds(req.keep_alive))
+    engine = run.engine
     if req.stream:
-        return _ndjson(_events(run, head, engine, req, started, "message"), headers)
-    c = (await run.collect())[0]
+        return _ndjson(Streamed(_events(run, head, engine, req, started, "message"), run.close), headers)
+    try:
+        c = (await run.collect())[0]
+        extra = _whole(c, engine, req)
+    finally:
+        run.close()
     message: dict[str, Any] = {"role": "assistant", "content": c.content}
     if c.reasoning:
         message["thinking"] = c.reasoning
     if c.calls:
         message["tool_calls"] = _calls(c.calls)
-    return json_response(head | {"message": message, "done": True} | _stats(run, c.done, started) | _whole(c, engine, req),
-                         headers=headers)
+    return json_response(head | {"message": message, "done": True} | _stats(run, c.done, started) | extra, headers=headers)
 
 
 def _context(run: ChatRun) -> list[int]:
@@ -162,16 +183,16 @@ def _context(run: ChatRun) -> list[int]:
 async def generate() -> Response:
     s = services()
     req = parse_model(ol.OllamaGenerate, await json_object())
-    engine = s.require_engine()
-    head = {"model": req.model or _name(s), "created_at": _now()}
-    if not req.prompt and not req.images and not req.suffix:  # Ollama's way to load a model
-        return json_response(head | {"response": "", "done": True, "done_reason": "load"})
+    head = {"model": req.model or _name(s, None), "created_at": _now()}
+    if not req.prompt and not req.images and not req.suffix:
+        return json_response(head | {"response": "", "done": True, "done_reason": await _load_only(s, req)})
     if req.template:
         raise BadRequest("'template' (a Go template) is not supported: chimera renders the model's own Jinja chat "
                          "template; send raw: true with a prompt you formatted", param="template")
     started = time.perf_counter()
     if req.suffix is not None:
-        return await _fill_in(s, engine, req, head, started)
+        async with using(s, req.model) as engine:
+            return await _fill_in(engine, req, head, started)
     params = ol.generation_fields(req)
     if req.raw:
         turn = ChatTurn(messages=[], params=params, raw_prompt=req.prompt or "")
@@ -181,20 +202,23 @@ async def generate() -> Response:
             content = [ol.image_part(x, f"images.{j}") for j, x in enumerate(req.images)] + [{"type": "text", "text": content}]
         messages = ([{"role": "system", "content": req.system}] if req.system else []) + [{"role": "user", "content": content}]
         turn = ChatTurn(messages=messages, params=params)
-    turn.prefix_tokens = list(req.context or [])
-    if turn.prefix_tokens:
-        engine.model.check_tokens(turn.prefix_tokens, "context")
-    run, headers = await start_turn(s, _base(turn, req))
+    turn.prefix_tokens = list(req.context or [])  # checked against the vocabulary with the prompt
+    run, headers = await start_turn(s, _base(turn, req), req.model, ol.keep_alive_seconds(req.keep_alive))
+    engine = run.engine
     if req.stream:
-        return _ndjson(_events(run, head, engine, req, started, "response", _context), headers)
-    c = (await run.collect())[0]
+        return _ndjson(Streamed(_events(run, head, engine, req, started, "response", _context), run.close), headers)
+    try:
+        c = (await run.collect())[0]
+        extra = _whole(c, engine, req)
+    finally:
+        run.close()
     body = head | {"response": c.content, "done": True} | _stats(run, c.done, started) | {"context": _context(run)}
     if c.reasoning:
         body["thinking"] = c.reasoning
-    return json_response(body | _whole(c, engine, req), headers=headers)
+    return json_response(body | extra, headers=headers)
 
 
-async def _fill_in(s: Services, engine: Engine, req: ol.OllamaGenerate, head: dict[str, Any], started: float) -> Response:
+async def _fill_in(engine: Engine, req: ol.OllamaGenerate, head: dict[str, Any], started: float) -> Response:
     """`suffix`: fill in the middle with the model's FIM tokens (as /infill)."""
     fields = ol.generation_fields(req).model_dump(exclude_none=True)
     infill = InfillRequest.model_validate(fields | {"input_prefix": req.prompt or "", "input_suffix": req.suffix or ""})
@@ -212,12 +236,16 @@ async def _fill_in(s: Services, engine: Engine, req: ol.OllamaGenerate, head: di
     })
 
 
-def _embedder(s: Services) -> Engine:
-    engine = s.require_engine()
-    if engine.embeddings and not engine.ranking:
-        return engine
+async def _embed(s: Services, model: str, items: list[str | list[int]], truncate: bool) -> tuple[list[list[float]], int]:
+    """The request's model when it makes embeddings; else the vector stores' embedder."""
+    registry = s.require_models()
+    h = registry.find(model)
+    if h is not None and h.spec.kind == "embeddings":
+        async with using(s, h.id) as engine:
+            return await engine.embed_inputs(items, truncate=truncate)
     if s.rag is not None:
-        return s.rag.embedder
+        return await s.rag.embedder.embed_inputs(items, truncate=truncate)
+    s.check_loaded()
     raise NotEnabled("embeddings are off: the model is a chat model", feature="ollama-embeddings")
 
 
@@ -227,10 +255,10 @@ async def embed() -> Response:
     req = parse_model(ol.OllamaEmbed, await json_object())
     started = time.perf_counter()
     items: list[str | list[int]] = [req.input] if isinstance(req.input, str) else list(req.input)
-    vectors, n = await _embedder(s).embed_inputs(items, truncate=req.truncate)
+    vectors, n = await _embed(s, req.model, items, req.truncate)
     if req.dimensions is not None:
         vectors = [v[: req.dimensions] for v in vectors]
-    return json_response({"model": req.model or _name(s), "embeddings": vectors,
+    return json_response({"model": req.model or _name(s, None), "embeddings": vectors,
                           "total_duration": int((time.perf_counter() - started) * 1e9), "load_duration": 0,
                           "prompt_eval_count": n})
 
@@ -239,57 +267,65 @@ async def embed() -> Response:
 async def embeddings() -> Response:
     s = services()
     req = parse_model(ol.OllamaEmbeddings, await json_object())
-    vectors, _ = await _embedder(s).embed_inputs([req.prompt], truncate=True)
+    vectors, _ = await _embed(s, req.model, [req.prompt], True)
     return json_response({"embedding": vectors[0]})
 
 
-def _details(engine: Engine) -> dict[str, Any]:
-    meta = introspect.metadata(engine)
+def _details(h: Hosted) -> dict[str, Any]:
+    meta = h.spec.meta
     arch = str(meta.get("general.architecture", ""))
-    n = engine.model.n_params()
-    size = f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+    n = h.engine.model.n_params() if h.engine is not None else int(meta.get("general.parameter_count", 0) or 0)
+    size = str(meta.get("general.size_label", "")) or (f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M" if n else "")
+    ftype = meta.get("general.file_type")
+    quant = introspect.FILE_TYPES.get(int(ftype), f"type {ftype}") if isinstance(ftype, int) else "unknown"
     return {"parent_model": "", "format": "gguf", "family": arch, "families": [arch] if arch else None,
-            "parameter_size": size, "quantization_level": introspect.quantization(engine)}
+            "parameter_size": size, "quantization_level": quant}
 
 
-def _digest(s: Services) -> str:
-    return hashlib.sha256(f"{s.model_path}:{s.lifecycle.started_at}".encode()).hexdigest()
+def _modified(h: Hosted) -> str:
+    return datetime.fromtimestamp(h.spec.path.stat().st_mtime, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _model_entry(s: Services, engine: Engine) -> dict[str, Any]:
-    modified = datetime.fromtimestamp(s.lifecycle.started_at, UTC).isoformat().replace("+00:00", "Z")
-    return {"name": _name(s), "model": _name(s), "modified_at": modified, "size": engine.model.size(),
-            "digest": _digest(s), "details": _details(engine)}
+def _model_entry(h: Hosted) -> dict[str, Any]:
+    digest = hashlib.sha256(f"{h.spec.path}:{h.spec.size}".encode()).hexdigest()
+    return {"name": f"{h.id}:latest", "model": f"{h.id}:latest", "modified_at": _modified(h), "size": h.spec.size,
+            "digest": digest, "details": _details(h)}
 
 
 @blueprint.get("/api/tags")
 async def tags() -> Response:
     s = services()
-    return json_response({"models": [_model_entry(s, s.require_engine())]})
+    s.check_loaded()
+    return json_response({"models": [_model_entry(h) for h in s.require_models().hosted.values()]})
 
 
 @blueprint.get("/api/ps")
 async def ps() -> Response:
-    s = services()
-    engine = s.require_engine()
-    entry = _model_entry(s, engine)
-    del entry["modified_at"]
-    return json_response({"models": [entry | {"expires_at": "2318-01-01T00:00:00Z", "size_vram": 0,
-                                              "context_length": engine.n_ctx_slot}]})
+    registry = services().require_models()
+    out = []
+    for h in registry.loaded():
+        entry = _model_entry(h)
+        del entry["modified_at"]
+        keep = registry.keep_alive_of(h)
+        expires = "2318-01-01T00:00:00Z" if keep is None or keep < 0 else datetime.fromtimestamp(
+            time.time() + max(0.0, keep - h.idle_for(trio.current_time())), UTC).isoformat().replace("+00:00", "Z")
+        out.append(entry | {"expires_at": expires, "size_vram": 0,
+                            "context_length": h.engine.n_ctx_slot if h.engine is not None else 0})
+    return json_response({"models": out})
 
 
-def capabilities(engine: Engine) -> list[str]:
-    if engine.embeddings:
-        return ["embedding"]
+def capabilities(h: Hosted) -> list[str]:
+    if h.spec.kind != "chat":
+        return ["embedding"] if h.spec.kind == "embeddings" else ["rerank"]
     caps = ["completion"]
-    src = engine.template_source
+    src = h.engine.template_source if h.engine is not None else str(h.spec.meta.get("tokenizer.chat_template", ""))
     if "tools" in src:
         caps.append("tools")
     if "<think>" in src or "enable_thinking" in src or "<|channel|>" in src:
         caps.append("thinking")
-    if engine.vision:
+    if "vision" in h.spec.capabilities or (h.engine is not None and h.engine.vision):
         caps.append("vision")
-    if introspect.has_fim(engine):
+    if h.engine is not None and introspect.has_fim(h.engine):
         caps.append("insert")
     return caps
 
@@ -298,26 +334,21 @@ def capabilities(engine: Engine) -> list[str]:
 async def show() -> Response:
     s = services()
     req = parse_model(ol.OllamaShow, await json_object())
-    engine = s.require_engine()
-    del req
-    info = {k: v for k, v in introspect.metadata(engine).items() if not k.startswith("tokenizer.ggml.")}
-    params = "\n".join(f"{k} {v}" for k, v in (("num_ctx", engine.n_ctx_slot),))
-    modelfile = f"# served by chimera {__version__}\nFROM {s.model_path}\nPARAMETER num_ctx {engine.n_ctx_slot}\n"
+    s.check_loaded()
+    h = s.require_models().resolve(req.model or req.name)
+    info = {k: v for k, v in h.spec.meta.items() if not k.startswith("tokenizer.")}
+    n_ctx = h.engine.n_ctx_slot if h.engine is not None else h.spec.settings.ctx_size // max(1, h.spec.settings.parallel)
+    template = h.engine.template_source if h.engine is not None else str(h.spec.meta.get("tokenizer.chat_template", ""))
+    modelfile = f"# served by chimera {__version__}\nFROM {h.spec.path}\n" + (f"PARAMETER num_ctx {n_ctx}\n" if n_ctx else "")
     return json_response({
-        "modelfile": modelfile, "parameters": params, "template": engine.template_source, "details": _details(engine),
-        "model_info": info, "capabilities": capabilities(engine),
-        "modified_at": _model_entry(s, engine)["modified_at"],
+        "modelfile": modelfile, "parameters": f"num_ctx {n_ctx}" if n_ctx else "", "template": template,
+        "details": _details(h), "model_info": info, "capabilities": capabilities(h), "modified_at": _modified(h),
     })
 
 
 @blueprint.get("/api/version")
 async def version() -> Response:
     return json_response({"version": OLLAMA_VERSION, "chimera": __version__})
-
-
-@blueprint.route("/", methods=["GET", "HEAD"])
-async def running() -> Response:
-    return Response("Ollama is running", content_type="text/plain; charset=utf-8")
 
 
 MANAGEMENT = {

@@ -30,6 +30,7 @@ from ..protocol.openai import (
 )
 from ..protocol.responses import ResponsesRequest
 from .infill import InfillRequest
+from .models import ModelRequest
 from .rerank import RerankRequest
 from .vector_stores import CreateStore, SearchRequest
 
@@ -46,7 +47,10 @@ class Doc:
 
 DOCS: dict[str, Doc] = {
     "meta.health": Doc(summary="200 once every model is loaded; 503 while loading or after a failed load"),
-    "meta.models": Doc(summary="the loaded models"),
+    "models.models": Doc(summary="every served model with its status (loaded, loading, unloaded, failed)"),
+    "models.load": Doc(ModelRequest, summary="load a model (waits until it is loaded)"),
+    "models.unload": Doc(ModelRequest, summary="unload a model once its requests have ended"),
+    "models.model_events": Doc(summary="status changes and load progress of every model (SSE)"),
     "meta.props": Doc(summary="llama-server's server properties"),
     "meta.metrics": Doc(summary="Prometheus metrics"),
     "meta.info": Doc(summary="versions, backends, devices and effective settings"),
@@ -71,6 +75,7 @@ DOCS: dict[str, Doc] = {
     "chats.list_chats": Doc(query=forms.ChatsQuery, summary="saved chats, newest first (--persist-chats)"),
     "chats.get_chat": Doc(),
     "chats.delete_chat": Doc(),
+    "chats.update_chat": Doc(forms.UpdateChat, summary="rename a chat, or drop its messages from one on (edit, regenerate)"),
     "chats.export_chat": Doc(),
     "chats.db_status": Doc(),
     "audio.transcriptions": Doc(forms.TranscriptionForm, FORM),
@@ -104,7 +109,8 @@ DOCS: dict[str, Doc] = {
     "ollama.ps": Doc(summary="the loaded model, in Ollama's shape"),
     "ollama.show": Doc(ollama.OllamaShow),
     "ollama.version": Doc(summary="the Ollama API version this matches"),
-    "ollama.running": Doc(summary="liveness, as Ollama answers it"),
+    "webui.index": Doc(summary="the web UI to a browser; else 'Ollama is running', the liveness answer Ollama clients probe"),
+    "webui.asset": Doc(summary="a file of the web UI (public); any other path is 404"),
     "ollama.management": Doc(summary="pull / push / create / copy / delete: what chimera does instead"),
 }
 OWN = frozenset({"openapi"})  # the description's own route

@@ -12,9 +12,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response
 
-from ..errors import BadRequest, NotEnabled
+from ..errors import BadRequest, Loading, NotEnabled
+from ..llm.engine import Engine
 from ..llm.ranking import rank_pair
 from .common import json_object, json_response, parse_model, services
+from .leases import using
 
 blueprint = Blueprint("rerank", __name__)
 
@@ -45,10 +47,22 @@ def _doc_text(d: Any, i: int, field: str) -> str:
 async def rerank() -> Response:
     s = services()
     req = parse_model(RerankRequest, await json_object())
-    s.require_engine()
-    engine = s.reranker
-    if engine is None:
+    registry = s.require_models()
+    named = registry.find(req.model)
+    if named is not None and named.spec.kind == "rerank":
+        async with using(s, named.id) as engine:
+            return await _rerank(named.id, engine, req)
+    if s.reranker is None:
+        if s.settings.rerank_model is not None:
+            s.check_loaded()
+            if not s.lifecycle.side_ready:
+                raise Loading()
         raise NotEnabled("no reranking model is loaded", feature="rerank")
+    assert s.settings.rerank_model is not None
+    return await _rerank(s.settings.rerank_model.name.removesuffix(".gguf"), s.reranker, req)
+
+
+async def _rerank(model_id: str, engine: Engine, req: RerankRequest) -> Response:
     tei = req.documents is None and req.texts is not None
     field = "texts" if tei else "documents"
     docs_raw = req.texts if tei else req.documents
@@ -75,5 +89,5 @@ async def rerank() -> Response:
         if req.return_documents:
             item["document"] = {"text": docs[i]}
         results.append(item)
-    return json_response({"object": "list", "model": s.model_id, "results": results,
+    return json_response({"object": "list", "model": model_id, "results": results,
                           "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})

@@ -21,6 +21,7 @@ from .advice import for_client
 from .chat import chat_turn
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
 from .file_search import FileSearch, run_file_search
+from .leases import Streamed
 from .turns import start_turn
 
 blueprint = Blueprint("responses", __name__)
@@ -55,6 +56,7 @@ class Turn:
         self.messages = ([{"role": "system", "content": system}] if system else []) + self.conversation
         self.id = _rid("resp")
         self.created = int(time.time())
+        self.model_id = req.model or ""
 
     def body(self, status: str, output: list[dict[str, Any]], run: ChatRun | None, done: Done | None) -> dict[str, Any]:
         req = self.req
@@ -68,7 +70,7 @@ class Turn:
         return {
             "id": self.id, "object": "response", "created_at": self.created,
             "status": "incomplete" if incomplete else status, "incomplete_details": incomplete, "error": None,
-            "model": self.s.model_id, "output": output, "usage": usage,
+            "model": self.model_id, "output": output, "usage": usage,
             "instructions": req.instructions, "previous_response_id": req.previous_response_id,
             "tools": req.tools or [], "tool_choice": req.tool_choice or "auto",
             "parallel_tool_calls": req.parallel_tool_calls is not False,
@@ -181,10 +183,14 @@ async def create() -> Response:
         history = s.responses.get(req.previous_response_id)[1] if req.previous_response_id else []
         fs = await run_file_search(req.file_search_tools(), history + input_messages(req.input), req.include)
     turn = Turn(s, req, fs)
-    run, headers = await start_turn(s, chat_turn(req.chat_request(turn.messages)))
+    run, headers = await start_turn(s, chat_turn(req.chat_request(turn.messages)), req.model)
+    turn.model_id = run.model_id
     if req.stream:
-        return sse_response(_stream(turn, run), headers=headers)
-    c = (await run.collect())[0]
+        return sse_response(Streamed(_stream(turn, run), run.close), headers=headers)
+    try:
+        c = (await run.collect())[0]
+    finally:
+        run.close()
     body = turn.body("completed", turn.items(c), run, c.done)
     turn.remember(body, c)
     return json_response(body, headers=headers)

@@ -1,30 +1,40 @@
-"""What every chat dialect does around the serving core: check the saved-chat header, prepare
-the turn on the server's engine, and start it with a saver for --persist-chats."""
+"""What every chat dialect does around the serving core: check the saved-chat header, take a
+lease on the request's model, prepare the turn on its engine, and start it with a saver for
+--persist-chats. The lease is released when the run ends."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..llm.engine import Engine
 from ..services import Services
 from ..serving.run import ChatRun
 from ..serving.turn import ChatTurn, Prepared, prepare
 from .chats import HEADER, chat_id_for_request, persist
+from .leases import lease
 
 
-def prepare_turn(s: Services, turn: ChatTurn) -> Prepared:
+def prepare_on(s: Services, engine: Engine, turn: ChatTurn) -> Prepared:
     settings = s.settings
-    return prepare(s.require_engine(), turn, settings.reasoning_budget == 0, settings.reasoning_format)
+    return prepare(engine, turn, settings.reasoning_budget == 0, settings.reasoning_format)
 
 
-async def start_turn(s: Services, turn: ChatTurn) -> tuple[ChatRun, dict[str, str]]:
-    """The running turn, and the response headers that name its saved chat."""
-    engine = s.require_engine()
+async def start_turn(s: Services, turn: ChatTurn, model: str | None,
+                     keep_alive: float | None = None) -> tuple[ChatRun, dict[str, str]]:
+    """The running turn on the model the request names, and the response headers that name its
+    saved chat."""
     chat_id = await chat_id_for_request(s)  # checked before any generation
-    prepared = prepare_turn(s, turn)
+    held = await lease(s, model, keep_alive)
+    try:
+        prepared = prepare_on(s, held.engine, turn)
 
-    async def save(reply: dict[str, Any]) -> None:
-        await persist(s, chat_id, prepared.history, reply)
+        async def save(reply: dict[str, Any]) -> None:
+            await persist(s, chat_id, held.model_id, prepared.history, reply)
 
-    run = await ChatRun.start(engine, turn, prepared, allow_remote_media=s.settings.allow_remote_media,
-                              saver=save if chat_id else None)
+        run = await ChatRun.start(held.engine, turn, prepared, allow_remote_media=s.settings.allow_remote_media,
+                                  saver=save if chat_id else None, model_id=held.model_id, on_end=held.release)
+    except BaseException:
+        held.release()
+        raise
+    run.load_seconds = held.waited
     return run, ({HEADER: chat_id} if chat_id else {})

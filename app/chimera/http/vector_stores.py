@@ -24,8 +24,7 @@ def rag() -> RagService:
     s = services()
     if s.rag is None:
         if s.settings.rag_model is not None or s.settings.embeddings:
-            if s.lifecycle.load_error:
-                s.require_engine()
+            s.check_loaded()
             raise Loading()
         raise NotEnabled("vector stores need an embedding model", feature="vector-stores")
     return s.rag

@@ -54,6 +54,15 @@ class Doorbell:
             except (BlockingIOError, OSError):
                 pass  # the pipe is full: the trio side has wake-ups pending already
 
+    def close(self) -> None:
+        """Close the pipe (or socket pair); only once `serve` has stopped and nothing rings."""
+        if sys.platform != "win32":
+            for fd in (self._r, self._w):
+                os.close(fd)
+        else:
+            self._rs.close()
+            self._ws.close()
+
     async def serve(self) -> None:
         """Trio thread: run queued callbacks as they arrive, forever."""
         while True:

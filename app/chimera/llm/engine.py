@@ -32,7 +32,7 @@ import trio
 
 from ..config import Settings
 from ..errors import BadRequest, ChimeraError, ContextLengthExceeded, ContextTooSmall, NotEnabled, Overloaded, UnknownAdapter, Unsupported
-from ..metrics import Metrics
+from ..metrics import ModelMetrics
 from .chat import ChatTemplate
 from .doorbell import Doorbell
 from .generation import Generation, GenerationSpec
@@ -61,7 +61,7 @@ class LoraAdapter:
 
 
 class Engine:
-    def __init__(self, settings: Settings, model: Model, ctx: Any, metrics: Metrics, n_ctx_slot: int) -> None:
+    def __init__(self, settings: Settings, model: Model, ctx: Any, metrics: ModelMetrics, n_ctx_slot: int) -> None:
         self.settings = settings
         self.model = model
         self.ll = model.ll
@@ -97,14 +97,15 @@ class Engine:
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod
-    async def load(cls, settings: Settings, path: Path, metrics: Metrics, pooling: int = -1) -> Engine:
+    async def load(cls, settings: Settings, path: Path, metrics: ModelMetrics, pooling: int = -1) -> Engine:
         return await trio.to_thread.run_sync(cls.load_sync, settings, path, metrics, pooling, abandon_on_cancel=True)
 
     @classmethod
-    def load_sync(cls, settings: Settings, path: Path, metrics: Metrics, pooling: int = -1) -> Engine:
+    def load_sync(cls, settings: Settings, path: Path, metrics: ModelMetrics, pooling: int = -1,
+                  progress: Callable[[float], None] | None = None) -> Engine:
         """pooling: llama.cpp's pooling type for an embedding context (-1: the model's own,
         4: rank, for a cross-encoder reranker)."""
-        model = Model.load(path, settings.n_gpu_layers)
+        model = Model.load(path, settings.n_gpu_layers, progress)
         ll = model.ll
         total = settings.ctx_size or model.n_ctx_train * settings.parallel
         n_ctx_slot = max(16, total // settings.parallel)
@@ -150,6 +151,29 @@ class Engine:
                     raise RuntimeError(f"--lora: {lpath} is not a LoRA adapter for this model")
                 engine.loras.append(LoraAdapter(i, str(lpath), ptr, scale))
         return engine
+
+    def close(self) -> None:
+        """Free everything native the engine holds: samplers of unfinished sequences, media
+        prompts, the projector, LoRA adapters, the batch, the context and the model. Only once
+        its thread has stopped (after run() returned)."""
+        import llama_cpp.mtmd_cpp as mt
+
+        for s in list(self.waiting) + [slot.seq for slot in self.slots if slot.seq is not None]:
+            self._release_chain(s)
+        while self._to_free:
+            mp, _ = self._to_free.popleft()
+            mp.free(mt)
+        if self.stepper.mtmd is not None:
+            mt.mtmd_free(self.stepper.mtmd)
+            self.stepper.mtmd = None
+        self.stepper.close()
+        if self.ctx:
+            self.ll.llama_free(self.ctx)
+            self.ctx = None
+        for a in self.loras:  # freed with the model
+            a.ptr = None
+        self.model.free()
+        self._bell.close()
 
     def eog_tokens(self) -> list[int]:
         return sorted(self.stepper.eog)
@@ -488,7 +512,7 @@ class Engine:
         seq.t_end = time.perf_counter()
         slot.seq = None
         self._release_chain(seq)
-        self.metrics.requests_done.labels(reason).inc()
+        self.metrics.finished(reason).inc()
         self._outbox.append((seq, Finished(seq.index, reason, seq.usage(), seq.timings(), error, seq.stop_word)))
 
     def _release_chain(self, seq: Sequence) -> None:

@@ -53,7 +53,8 @@ class Model:
         self._pieces: dict[tuple[int, bool], bytes] = {}
 
     @classmethod
-    def load(cls, path: Path, n_gpu_layers: int) -> Model:
+    def load(cls, path: Path, n_gpu_layers: int, progress: Callable[[float], None] | None = None) -> Model:
+        """Load the weights, reporting progress on the terminal (and to `progress`)."""
         native = load()
         ll = native.llama
         params = ll.llama_model_default_params()
@@ -61,8 +62,10 @@ class Model:
         report = _progress_reporter(path.name)
 
         @ll.llama_progress_callback
-        def on_progress(progress: float, _user: Any) -> bool:
-            report(progress)
+        def on_progress(fraction: float, _user: Any) -> bool:
+            report(fraction)
+            if progress is not None:
+                progress(fraction)
             return True
 
         params.progress_callback = on_progress

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ChimeraError
-from ..metrics import Metrics
+from ..metrics import ModelMetrics
 from .model import Model
 from .sequence import Delta, Sequence, TokenLogprobs
 
@@ -28,7 +28,7 @@ class Slot:
 
 
 class Stepper:
-    def __init__(self, model: Model, ctx: Any, n_batch: int, n_slots: int, n_ctx_slot: int, metrics: Metrics) -> None:
+    def __init__(self, model: Model, ctx: Any, n_batch: int, n_slots: int, n_ctx_slot: int, metrics: ModelMetrics) -> None:
         self.model = model
         self.ll = model.ll
         self.ctx = ctx
@@ -46,6 +46,12 @@ class Stepper:
         self._b = self.batch  # fields resolved once: the hot loop writes through these
         self._tok, self._pos, self._nseq = self.batch.token, self.batch.pos, self.batch.n_seq_id
         self._seq, self._logits = self.batch.seq_id, self.batch.logits
+
+    def close(self) -> None:
+        """Free the batch (the engine frees the context and the model)."""
+        if self.batch is not None:
+            self.ll.llama_batch_free(self.batch)
+            self.batch = None
 
     def add(self, i: int, tok: int, pos: int, seq_id: int, logits: bool) -> None:
         self._tok[i] = tok

@@ -86,6 +86,12 @@ class UpdateStore(BaseModel):
     metadata: dict[str, str | int | float | bool] | None = Field(None, max_length=16)
 
 
+class UpdateChat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(None, min_length=1, max_length=200, description="the chat's new title")
+    keep_messages: int | None = Field(None, ge=0, description="keep the first N messages, drop the rest")
+
+
 class SlotFile(BaseModel):
     model_config = ConfigDict(extra="allow")
     filename: str | None = Field(None, description="a file name in --slot-save-path (save and restore)")

@@ -125,6 +125,20 @@ def response_format(fmt: str | dict[str, Any] | None) -> dict[str, Any] | None:
     raise BadRequest("format must be \"json\" or a JSON schema", param="format")
 
 
+def keep_alive_seconds(value: float | str | None) -> float | None:
+    """Ollama's keep_alive: seconds, or a duration ("5m", "1h"); 0 unloads after the request,
+    negative keeps the model loaded; None leaves the model's own setting."""
+    if value is None:
+        return None
+    from ..errors import ConfigError
+    from ..registry.presets import parse_duration
+
+    try:
+        return parse_duration(value, "keep_alive")
+    except ConfigError as e:
+        raise BadRequest(str(e), param="keep_alive") from None
+
+
 def thinking(think: bool | str | None) -> dict[str, Any]:
     """The template variables for `think` (reasoning, when the model writes it, is returned in
     'thinking' either way)."""

@@ -64,6 +64,7 @@ class EmbeddingRequest(BaseModel):
 
 class TokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
+    model: str | None = None
     content: str
     add_special: bool = False
     parse_special: bool = True
@@ -72,6 +73,7 @@ class TokenizeRequest(BaseModel):
 
 class DetokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
+    model: str | None = None
     tokens: list[int]
 
 

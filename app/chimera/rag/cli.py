@@ -44,7 +44,7 @@ async def _with_service(ns: argparse.Namespace, work: Callable[[Any], Awaitable[
 
     s = _settings(ns)
     model = s.rag_model or prepare("embed")
-    engine = await Engine.load(embedder_settings(s), model, Metrics())
+    engine = await Engine.load(embedder_settings(s), model, Metrics().for_model(model.name.removesuffix(".gguf")))
     svc = RagService(s.rag_db_path(), engine, model.name.removesuffix(".gguf"), s.rag_chunk_tokens, s.rag_chunk_overlap)
     await svc.open()
     box: dict[str, Any] = {}

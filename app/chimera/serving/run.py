@@ -2,8 +2,10 @@
 results, with reasoning split from the reply, tool calls parsed, the parallel-call policy
 applied, usage counted, and the exchange saved before the client sees the end of it.
 
-Cancellation handling: leaving `events()` early (the client went away) or cancelling `collect()`
-cancels the generation and saves what was produced, marked incomplete.
+Cancellation handling: leaving `events()` early (the client went away) cancels the generation and
+saves what was produced, marked incomplete; cancelling `collect()` cancels the generation. `close()`
+ends the run's hold on its model (events() does at its end; a plain response's handler once it
+has built the response).
 """
 
 from __future__ import annotations
@@ -66,16 +68,21 @@ class _Transcript:
 
 
 class ChatRun:
-    def __init__(self, gen: ChatGeneration, prepared: Prepared, saver: Saver | None) -> None:
+    def __init__(self, gen: ChatGeneration, prepared: Prepared, saver: Saver | None, model_id: str = "",
+                 on_end: Callable[[], None] | None = None) -> None:
         self.gen = gen
         self.prepared = prepared
         self.saver = saver
+        self.model_id = model_id
+        self._on_end = on_end  # called once, when the run has ended (its model's lease)
+        self.engine: Any = None  # the engine it runs on (for the encoders' token texts)
+        self.load_seconds = 0.0  # how long the request waited for its model to load
         self._done: list[Done] = []
         self._saved = False
 
     @classmethod
     async def start(cls, engine: ChatEngine, turn: ChatTurn, prepared: Prepared, *, allow_remote_media: bool,
-                    saver: Saver | None = None) -> ChatRun:
+                    saver: Saver | None = None, model_id: str = "", on_end: Callable[[], None] | None = None) -> ChatRun:
         n_probs = max(1, turn.top_logprobs) if turn.logprobs else (turn.params.n_probs or 0)
         spec = turn.params.spec(engine.n_vocab, n_probs)
         render_special = prepared.plan is not None or prepared.thinking is not None
@@ -84,7 +91,9 @@ class ChatRun:
             prompt = turn.prefix_tokens + engine.tokenize_prompt(prepared.text, bos=bos)
             if turn.ctx_limit is not None:
                 spec.max_tokens = _within(turn.ctx_limit, len(prompt), spec.max_tokens)
-            return cls(engine.generate([prompt], spec, "messages", render_special), prepared, saver)
+            run = cls(engine.generate([prompt], spec, "messages", render_special), prepared, saver, model_id, on_end)
+            run.engine = engine
+            return run
         for kind, _, param in prepared.media:
             if (kind == "image" and not engine.vision) or (kind == "audio" and not engine.audio):
                 raise BadRequest(f"the loaded projector does not read {kind}", param=param)
@@ -92,7 +101,10 @@ class ChatRun:
         for _, src, param in prepared.media:  # a remote fetch must not block the event loop
             fetch = partial(media_bytes, src, allow_remote_media, param)
             blobs.append(fetch() if src.startswith("data:") else await trio.to_thread.run_sync(fetch, abandon_on_cancel=True))
-        return cls(await engine.generate_with_media(prepared.text, blobs, spec, render_special), prepared, saver)
+        run = cls(await engine.generate_with_media(prepared.text, blobs, spec, render_special), prepared, saver, model_id,
+                  on_end)
+        run.engine = engine
+        return run
 
     @property
     def n_choices(self) -> int:
@@ -154,10 +166,10 @@ class ChatRun:
             finished = True
             await self._save(transcript, incomplete=False)  # before the client sees the end
         finally:
-            self.gen.cancel()
             if not finished:
                 with trio.CancelScope(shield=True):
                     await self._save(transcript, incomplete=True)
+            self.close()
 
     @staticmethod
     def _say(transcript: _Transcript, i: int, thought: str, text: str, lps: list[TokenLogprob] | None) -> list[Event]:
@@ -202,5 +214,10 @@ class ChatRun:
             await self._save(transcript, incomplete=False)  # before the reply is sent
         return results
 
-    def cancel(self) -> None:
+    def close(self) -> None:
+        """Stop the generation (if it still runs) and end the run's hold on its model: once its
+        response has been built or sent (an engine's output is read until then)."""
         self.gen.cancel()
+        if self._on_end is not None:
+            on_end, self._on_end = self._on_end, None
+            on_end()

@@ -168,6 +168,27 @@ class ChatStore:
             if not await trio.to_thread.run_sync(work):
                 raise NotFound(f"no chat {chat_id}")
 
+    async def update_chat(self, chat_id: str, title: str | None, keep: int | None) -> dict[str, Any]:
+        """Rename a chat, and/or keep only its first `keep` messages (a UI that edits a message or
+        regenerates a reply drops what came after, then sends the new turn)."""
+        def work() -> bool:
+            con = self._writer
+            assert con is not None
+            with con:
+                if not con.execute("SELECT 1 FROM chats WHERE id = ?", (chat_id,)).fetchall():
+                    return False
+                if title is not None:
+                    con.execute("UPDATE chats SET title = ? WHERE id = ?", (title, chat_id))
+                if keep is not None:
+                    con.execute("DELETE FROM messages WHERE chat_id = ? AND seq >= ?", (chat_id, keep))
+                con.execute("UPDATE chats SET updated_at = ? WHERE id = ?", (time.time(), chat_id))
+            return True
+
+        async with self._write_lock:
+            if not await trio.to_thread.run_sync(work):
+                raise NotFound(f"no chat {chat_id}")
+        return await self.get_chat(chat_id)
+
     async def status(self) -> dict[str, Any]:
         return await self._read(lambda con: status(con, self.path))
 
