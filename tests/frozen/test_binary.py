@@ -162,6 +162,12 @@ def test_serve_chat_audio_chats_and_shutdown(serve: type[FrozenServer], binary: 
     exes = {Path(p.exe()) for p in [server, *server.children(recursive=True)]}
     assert exes and all(e.is_relative_to(runtime_root) for e in exes), exes
     assert len(server.children(recursive=True)) >= 1, "an audio worker runs"
+    # the web UI ships inside the executable
+    page = httpx.get(s.base + "/", headers={"Accept": "text/html"}, timeout=10)
+    assert page.status_code == 200 and "<title>chimera</title>" in page.text
+    app_js = httpx.get(s.base + "/js/app.js", timeout=10)
+    assert app_js.status_code == 200 and "DOMContentLoaded" in app_js.text
+    assert httpx.get(s.base + "/vendor/purify.js", timeout=10).status_code == 200
     # persisted chats
     chats = httpx.get(s.base + "/v1/chimera/chats", timeout=10).json()
     items = chats["data"] if isinstance(chats, dict) else chats
