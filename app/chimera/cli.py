@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import OPTIONS, Settings, resolve
+from .config import ACCEPTED, OPTIONS, Settings, resolve
 from .errors import ConfigError
 
 
@@ -17,6 +17,11 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # exit code 2 with a clear message, as argparse does
         self.print_usage(sys.stderr)
         self.exit(2, f"chimera: error: {message}\n")
+
+    def _get_option_tuples(self, option_string: str) -> list[Any]:
+        """No guessing: argparse reads an unknown `-md` as `-m d` and `--ctx` as `--ctx-size`;
+        llama-server's many short flags make both wrong, so an unknown option is an error."""
+        return []
 
 
 def _add_serve_options(p: argparse.ArgumentParser) -> None:
@@ -35,6 +40,43 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
         else:
             kw["metavar"] = opt.metavar or "VALUE"
         p.add_argument(*opt.flags, **kw)
+    notes = p.add_argument_group("llama-server flags accepted without effect")
+    for acc in ACCEPTED:
+        if acc.value:
+            notes.add_argument(*acc.flags, dest="_accepted", action="append", default=argparse.SUPPRESS, metavar="VALUE", help=acc.note)
+        else:
+            notes.add_argument(*acc.flags, dest="_accepted", action="append_const", const=acc.flags[-1], default=argparse.SUPPRESS,
+                               help=acc.note)
+
+
+def accepted_notes(argv: Sequence[str]) -> list[str]:
+    """One line for each llama-server flag given that has no effect here."""
+    out = []
+    for acc in ACCEPTED:
+        for flag in acc.flags:
+            if any(a == flag or a.startswith(flag + "=") for a in argv):
+                out.append(f"{flag}: accepted without effect: {acc.note}")
+    return out
+
+
+def setting_notes(settings: Settings) -> list[str]:
+    out = []
+    if settings.threads_http is not None:
+        out.append("--threads-http: accepted without effect: chimera serves HTTP on one event loop; the engines have their own threads")
+    if settings.no_cont_batching:
+        out.append("--no-cont-batching: accepted without effect: batching is always continuous")
+    return out
+
+
+def list_devices() -> int:
+    """llama-server's --list-devices: every device the loaded backends offer."""
+    from .llm.native import describe
+
+    print("Available devices:")
+    for d in describe()["devices"]:
+        mib = 1024 * 1024
+        print(f"  {d['name']}: {d['description']} ({d['memory_total'] // mib} MiB, {d['memory_free'] // mib} MiB free)")
+    return 0
 
 
 def _add_sd_options(p: argparse.ArgumentParser) -> None:
@@ -64,12 +106,14 @@ def _add_sd_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="chimera", description="chimera: a download-and-run local AI server")
+    parser = _Parser(prog="chimera", description="chimera: a download-and-run local AI server", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"chimera {__version__}")
+    # no prefix matching: -cb, -ctk, -md and -ts must never be read as -c b, -c tk, -m d, -t s
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    serve = sub.add_parser("serve", help="run the HTTP API server")
+    sub_kw: dict[str, Any] = {"allow_abbrev": False}
+    serve = sub.add_parser("serve", help="run the HTTP API server", **sub_kw)
     _add_serve_options(serve)
-    info = sub.add_parser("info", help="print versions, backends, devices and effective settings as JSON")
+    info = sub.add_parser("info", help="print versions, backends, devices and effective settings as JSON", **sub_kw)
     _add_serve_options(info)
     models = sub.add_parser("models", help="prepare the default models into the cache")
     models.add_argument("action", choices=["prepare", "path"], help="prepare: fetch and build; path: print where they are")
@@ -96,19 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     from .rag.cli import add_parser as add_rag_parser
 
     add_rag_parser(sub)
-    sd = sub.add_parser("sd", help="generate an image with the same workers the server uses")
+    sd = sub.add_parser("sd", help="generate an image with the same workers the server uses", **sub_kw)
     _add_sd_options(sd)
-    sub.add_parser("_probe", help=argparse.SUPPRESS)
-    sd_worker = sub.add_parser("_sd-worker", help=argparse.SUPPRESS)
+    shown = len(sub._choices_actions)
+    sub.add_parser("_probe")
+    sd_worker = sub.add_parser("_sd-worker")
     sd_worker.add_argument("config")
-    worker = sub.add_parser("_audio-worker", help=argparse.SUPPRESS)
+    worker = sub.add_parser("_audio-worker")
     worker.add_argument("model")
     worker.add_argument("threads", type=int)
+    del sub._choices_actions[shown:]  # the worker subcommands stay out of --help
     return parser
 
 
 def parse_settings(ns: argparse.Namespace) -> Settings:
-    cli = {k: v for k, v in vars(ns).items() if k != "command"}
+    cli = {k: v for k, v in vars(ns).items() if k not in ("command", "_accepted")}
     return resolve(cli)
 
 
@@ -122,7 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "serve":
             from .server import serve_main
 
-            return serve_main(parse_settings(ns))
+            settings = parse_settings(ns)
+            for line in accepted_notes(list(argv) if argv is not None else sys.argv[1:]) + setting_notes(settings):
+                print(f"chimera: {line}", file=sys.stderr)
+            if settings.list_devices:
+                return list_devices()
+            return serve_main(settings)
         if ns.command == "info":
             from .info import collect_info
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .templates import BUILTIN_TEMPLATES
+
+KvType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("model", ("-m", "--model"), "GGUF model to serve (default: SmolLM2-135M-Instruct, prepared on first use)", metavar="PATH"),
-    Option("alias", ("--alias",), "model id reported by the API (default: the file name without .gguf)"),
+    Option("alias", ("-a", "--alias"), "model id reported by the API (default: the file name without .gguf)"),
     Option("host", ("--host",), "address to bind (default 127.0.0.1)"),
     Option("port", ("--port",), "port to bind; 0 picks a free one (default 8080)"),
     Option("ctx_size", ("-c", "--ctx-size"), "total context in tokens, split evenly over the slots; 0 = the model's training context (default 4096)"),
@@ -40,22 +42,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("ubatch_size", ("-ub", "--ubatch-size"), "physical batch (default 512)"),
     Option("threads", ("-t", "--threads"), "threads for generation (default: physical cores)"),
     Option("threads_batch", ("-tb", "--threads-batch"), "threads for prompt processing (default: --threads)"),
-    Option("n_gpu_layers", ("-ngl", "--n-gpu-layers"), "layers to offload to a GPU (default 999: all, when a GPU backend exists)"),
+    Option("n_gpu_layers", ("-ngl", "--gpu-layers", "--n-gpu-layers"), "layers to offload to a GPU (default 999: all, when a GPU backend exists)"),
     Option("flash_attn", ("-fa", "--flash-attn"), "flash attention: on | off | auto (default auto)"),
     Option("api_key", ("--api-key",), "require this API key; repeat for several", kind="list", secret=True),
     Option("api_key_file", ("--api-key-file",), "file with one API key a line", metavar="PATH"),
     Option("metrics", ("--metrics",), "accepted for llama-server compatibility; /metrics is always on", kind="flag"),
     Option("jinja", ("--jinja",), "accepted for llama-server compatibility; templates are always Jinja", kind="flag"),
-    Option("verbose", ("-v", "--verbose"), "debug logging, native engine logs included", kind="flag"),
+    Option("verbose", ("-v", "--log-verbose", "--verbose"), "debug logging, native engine logs included", kind="flag"),
     Option("log_format", ("--log-format",), "text | json (default text)"),
     Option("cors_origins", ("--cors-origins",), "origins allowed cross-origin requests, comma-separated or repeated; '*' for any", kind="list"),
     Option("allow_host", ("--allow-host",), "extra Host header values accepted (DNS-rebinding protection); '*' for any", kind="list"),
     Option("max_body_size", ("--max-body-size",), "largest request body in bytes (default 104857600)"),
     Option("shutdown_timeout", ("--shutdown-timeout",), "seconds in-flight requests get to finish on shutdown (default 10)"),
     Option("keep_alive_timeout", ("--keep-alive-timeout",), "seconds an idle connection stays open, and that a client gets to send a request's headers (default 5, as llama-server)"),
-    Option("embeddings", ("--embeddings",), "enable /v1/embeddings on the main model", kind="flag"),
+    Option("embeddings", ("--embedding", "--embeddings"), "enable /v1/embeddings on the main model", kind="flag"),
     Option("rerank_model", ("--rerank-model",), "a cross-encoder GGUF loaded beside the main model for /v1/rerank", metavar="PATH"),
-    Option("reranking", ("--reranking",), "the main model is a reranker: serve /v1/rerank from it", kind="flag"),
+    Option("reranking", ("--rerank", "--reranking"), "the main model is a reranker: serve /v1/rerank from it", kind="flag"),
     Option("whisper_model", ("--whisper-model",), "whisper.cpp ggml model for /v1/audio/* (run in worker processes)", metavar="PATH"),
     Option("whisper_workers", ("--whisper-workers",), "audio worker processes, one whisper context each (default 1)"),
     Option("whisper_threads", ("--whisper-threads",), "threads per audio worker (default 2)"),
@@ -82,7 +84,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("rag_db", ("--rag-db",), "vector-store database file (default: rag.db beside the chat database)", metavar="PATH"),
     Option("rag_chunk_tokens", ("--rag-chunk-tokens",), "largest chunk, in embedding-model tokens (default 256)"),
     Option("rag_chunk_overlap", ("--rag-chunk-overlap",), "tokens a chunk repeats from the one before it (default 32)"),
-    Option("mmproj", ("--mmproj",), "multimodal projector GGUF: images (and audio) in chat messages", metavar="PATH"),
+    Option("mmproj", ("-mm", "--mmproj"), "multimodal projector GGUF: images (and audio) in chat messages", metavar="PATH"),
     Option("allow_remote_media", ("--allow-remote-media",), "fetch http(s) image URLs in messages (default: data: URLs only)", kind="flag"),
     Option("lora", ("--lora",), "LoRA adapter GGUF, scale 1; repeat for several", kind="list", metavar="PATH"),
     Option("lora_scaled", ("--lora-scaled",), "LoRA adapter with a scale (env/config: PATH:SCALE); repeatable", kind="pairs"),
@@ -93,13 +95,100 @@ OPTIONS: tuple[Option, ...] = (
     Option("reasoning_format", ("--reasoning-format",), "where <think> blocks go: auto (when the template thinks) | deepseek (always) | none (left in content)"),
     Option("reasoning_budget", ("--reasoning-budget",), "-1: think freely; 0: ask the template not to think (default -1)"),
     Option("slot_save_path", ("--slot-save-path",), "directory for slot KV-cache files (POST /slots/{id}?action=save|restore)", metavar="DIR"),
-    Option("no_webui", ("--no-webui",), "do not serve the web UI at /", kind="flag"),
+    # llama-server's engine flags
+    Option("cache_type_k", ("-ctk", "--cache-type-k"), "KV cache type for K: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1 (default f16)"),
+    Option("cache_type_v", ("-ctv", "--cache-type-v"), "KV cache type for V, as -ctk; a quantized V needs flash attention (turned on with -fa auto)"),
+    Option("load_mode", ("-lm", "--load-mode"), "how to load the weights: auto | none | mmap | mlock | mmap+mlock | dio (default auto: mmap)"),
+    Option("no_mmap", ("--no-mmap",), "read the model into memory instead of mapping it (--load-mode none)", kind="flag"),
+    Option("mlock", ("--mlock",), "keep the model in RAM, no swapping (--load-mode mmap+mlock)", kind="flag"),
+    Option("numa", ("--numa",), "NUMA strategy: distribute | isolate | numactl"),
+    Option("split_mode", ("-sm", "--split-mode"), "how to split the model over GPUs: none | layer | row | tensor (default layer)"),
+    Option("tensor_split", ("-ts", "--tensor-split"), "fraction of the model per GPU, e.g. 3,1", metavar="N0,N1,..."),
+    Option("main_gpu", ("-mg", "--main-gpu"), "the GPU for the whole model (-sm none) or for intermediate results (-sm row)"),
+    Option("device", ("-dev", "--device"), "devices to use, comma-separated (none = CPU only); see --list-devices", kind="list", metavar="DEV"),
+    Option("list_devices", ("--list-devices",), "print the devices and exit", kind="flag"),
+    Option("rope_scaling", ("--rope-scaling",), "RoPE scaling: none | linear | yarn (default: the model's)"),
+    Option("rope_scale", ("--rope-scale",), "RoPE context scaling factor (the context grows by this factor)"),
+    Option("rope_freq_base", ("--rope-freq-base",), "RoPE base frequency (default: the model's)"),
+    Option("rope_freq_scale", ("--rope-freq-scale",), "RoPE frequency scaling factor (1/N expands the context N times)"),
+    Option("yarn_orig_ctx", ("--yarn-orig-ctx",), "YaRN: the model's original context (default: its training context)"),
+    Option("yarn_ext_factor", ("--yarn-ext-factor",), "YaRN: extrapolation mix factor (-1: from the model)"),
+    Option("yarn_attn_factor", ("--yarn-attn-factor",), "YaRN: attention magnitude scale"),
+    Option("yarn_beta_slow", ("--yarn-beta-slow",), "YaRN: high correction dim or alpha"),
+    Option("yarn_beta_fast", ("--yarn-beta-fast",), "YaRN: low correction dim or beta"),
+    # server-wide generation defaults, which each request may override
+    Option("n_predict", ("-n", "--n-predict", "--predict"), "tokens to generate when a request says nothing (default -1: until the context is full)"),
+    Option("temp", ("--temp", "--temperature"), "default temperature (0.8)"),
+    Option("top_k", ("--top-k",), "default top-k (40)"),
+    Option("top_p", ("--top-p",), "default top-p (0.95)"),
+    Option("min_p", ("--min-p",), "default min-p (0.05)"),
+    Option("typical", ("--typical-p", "--typical"), "default typical-p (1.0: off)"),
+    Option("top_nsigma", ("--top-nsigma", "--top-n-sigma"), "default top-n-sigma (-1: off)"),
+    Option("repeat_penalty", ("--repeat-penalty",), "default repeat penalty (1.0: off)"),
+    Option("repeat_last_n", ("--repeat-last-n",), "default window of the repeat penalties (64; -1: the context)"),
+    Option("presence_penalty", ("--presence-penalty",), "default presence penalty (0)"),
+    Option("frequency_penalty", ("--frequency-penalty",), "default frequency penalty (0)"),
+    Option("dry_multiplier", ("--dry-multiplier",), "default DRY multiplier (0: off)"),
+    Option("dry_base", ("--dry-base",), "default DRY base (1.75)"),
+    Option("dry_allowed_length", ("--dry-allowed-length",), "default DRY allowed length (2)"),
+    Option("dry_penalty_last_n", ("--dry-penalty-last-n",), "default DRY window (-1: the context)"),
+    Option("dry_sequence_breaker", ("--dry-sequence-breaker",), "a DRY sequence breaker (repeatable; 'none' for none)", kind="list", metavar="STR"),
+    Option("xtc_probability", ("--xtc-probability",), "default XTC probability (0: off)"),
+    Option("xtc_threshold", ("--xtc-threshold",), "default XTC threshold (0.1)"),
+    Option("seed", ("-s", "--seed"), "default seed (-1: random)"),
+    Option("ignore_eos", ("--ignore-eos",), "by default, generate past end-of-generation tokens", kind="flag"),
+    Option("grammar", ("--grammar",), "default GBNF grammar for requests that bring no constraint of their own"),
+    Option("grammar_file", ("--grammar-file",), "--grammar from a file", metavar="FILE"),
+    Option("json_schema", ("-j", "--json-schema"), "default JSON schema (as --grammar)", metavar="SCHEMA"),
+    Option("json_schema_file", ("-jf", "--json-schema-file"), "--json-schema from a file", metavar="FILE"),
+    Option("props", ("--props",), "allow POST /props to change the default generation settings", kind="flag"),
+    # llama-server's HTTP flags
+    Option("timeout", ("-to", "--timeout"), "seconds a request body may take to arrive (default 600)"),
+    Option("threads_http", ("--threads-http",), "accepted for llama-server compatibility: chimera serves HTTP on one event loop"),
+    Option("cont_batching", ("-cb", "--cont-batching"), "accepted: batching is always continuous", kind="flag"),
+    Option("no_cont_batching", ("-nocb", "--no-cont-batching"), "accepted and refused with a note: batching is always continuous", kind="flag"),
+    Option("ssl_key_file", ("--ssl-key-file",), "PEM private key: serve HTTPS (with --ssl-cert-file)", metavar="FILE"),
+    Option("ssl_cert_file", ("--ssl-cert-file",), "PEM certificate chain for HTTPS", metavar="FILE"),
+    Option("no_webui", ("--no-ui", "--no-webui"), "do not serve the web UI at /", kind="flag"),
     Option("webui_path", ("--webui-path", "--path"), "serve the static files of this folder at / instead of the built-in web UI", metavar="DIR"),
     Option("models_cache", ("--models-cache",), "where prepared default models are kept (default: the user cache dir)", metavar="PATH"),
     Option("models_dir", ("--models-dir",), "a folder of GGUF models served on demand (the request's model picks one); repeatable", kind="list", metavar="DIR"),
     Option("models_preset", ("--models-preset",), "TOML file of per-model options (docs/serve.md)", metavar="FILE"),
     Option("models_max", ("--models-max",), "most models loaded at once; 0 = as many as fit in memory (default 0)"),
     Option("sleep_idle_seconds", ("--sleep-idle-seconds",), "unload a model idle this long; -1 = never (default -1); per model: keep-alive"),
+)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A llama-server flag that has no effect here: accepted with a one-line note, so existing
+    command lines start (`value`: whether it takes an argument)."""
+    flags: tuple[str, ...]
+    note: str
+    value: bool = False
+
+
+ACCEPTED: tuple[Accepted, ...] = (
+    Accepted(("--no-warmup",), "chimera does not run a warm-up decode"),
+    Accepted(("--warmup",), "chimera does not run a warm-up decode"),
+    Accepted(("--log-disable",), "use --log-format, or redirect the output"),
+    Accepted(("--log-file",), "chimera logs to stderr; redirect it", value=True),
+    Accepted(("--log-colors",), "chimera's log has no colours", value=True),
+    Accepted(("--log-prefix",), "chimera's log lines have their own prefix"),
+    Accepted(("--log-timestamps",), "chimera's log lines carry timestamps"),
+    Accepted(("-lv", "--verbosity", "--log-verbosity"), "use -v for debug logging", value=True),
+    Accepted(("--slots",), "/slots is always on"),
+    Accepted(("--no-slots",), "/slots is always on (behind --api-key like every route)"),
+    Accepted(("--no-perf",), "timings are always reported"),
+    Accepted(("--perf",), "timings are always reported"),
+    Accepted(("--no-context-shift",), "chimera never shifts the context: a generation that fills its slot ends with finish_reason length"),
+    Accepted(("-sp", "--special"), "special tokens are rendered as the API asks"),
+    Accepted(("-cram", "--cache-ram"), "chimera keeps no host-memory prompt cache; slots reuse their own KV cache", value=True),
+    Accepted(("--swa-full",), "chimera uses llama.cpp's default SWA cache"),
+    Accepted(("-fit", "--fit"), "use -ngl and -c to size the model", value=True),
+    Accepted(("--no-webui-mcp-proxy", "--webui-mcp-proxy", "--ui-mcp-proxy", "--no-ui-mcp-proxy"), "chimera's web UI has no MCP proxy"),
+    Accepted(("--webui", "--ui"), "the web UI is on unless --no-webui"),
+    Accepted(("--no-jinja",), "chat templates are always Jinja (rendered in a sandbox)"),
 )
 
 
@@ -167,6 +256,57 @@ class Settings(BaseModel):
     chat_template: str | None = None
     chat_template_file: Path | None = None
     models_cache: Path | None = None
+    cache_type_k: KvType = "f16"
+    cache_type_v: KvType = "f16"
+    load_mode: Literal["auto", "none", "mmap", "mlock", "mmap+mlock", "dio"] = "auto"
+    no_mmap: bool = False
+    mlock: bool = False
+    numa: Literal["distribute", "isolate", "numactl"] | None = None
+    split_mode: Literal["none", "layer", "row", "tensor"] = "layer"
+    tensor_split: tuple[float, ...] = ()
+    main_gpu: int = Field(0, ge=0)
+    device: tuple[str, ...] = ()
+    list_devices: bool = False
+    rope_scaling: Literal["none", "linear", "yarn"] | None = None
+    rope_scale: float | None = Field(None, gt=0)
+    rope_freq_base: float | None = Field(None, gt=0)
+    rope_freq_scale: float | None = Field(None, gt=0)
+    yarn_orig_ctx: int | None = Field(None, ge=0)
+    yarn_ext_factor: float | None = None
+    yarn_attn_factor: float | None = None
+    yarn_beta_slow: float | None = None
+    yarn_beta_fast: float | None = None
+    n_predict: int = Field(-1, ge=-1)
+    temp: float | None = Field(None, ge=0.0, le=10.0)
+    top_k: int | None = Field(None, ge=0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    typical: float | None = Field(None, ge=0.0, le=1.0)
+    top_nsigma: float | None = None
+    repeat_penalty: float | None = Field(None, ge=0.0)
+    repeat_last_n: int | None = Field(None, ge=-1)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    dry_multiplier: float | None = Field(None, ge=0.0)
+    dry_base: float | None = Field(None, ge=1.0)
+    dry_allowed_length: int | None = Field(None, ge=0)
+    dry_penalty_last_n: int | None = Field(None, ge=-1)
+    dry_sequence_breaker: tuple[str, ...] = ()
+    xtc_probability: float | None = Field(None, ge=0.0, le=1.0)
+    xtc_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    seed: int | None = None
+    ignore_eos: bool = False
+    grammar: str | None = None
+    grammar_file: Path | None = None
+    json_schema: str | None = None
+    json_schema_file: Path | None = None
+    props: bool = False
+    timeout: float = Field(600.0, gt=0)
+    threads_http: int | None = Field(None, ge=-1)
+    cont_batching: bool = True
+    no_cont_batching: bool = False
+    ssl_key_file: Path | None = None
+    ssl_cert_file: Path | None = None
     no_webui: bool = False
     webui_path: Path | None = None
     models_dir: tuple[Path, ...] = ()
@@ -205,6 +345,45 @@ class Settings(BaseModel):
                 v.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise ValueError(f"cannot create the directory: {e.strerror}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Settings:
+        if (self.ssl_key_file is None) != (self.ssl_cert_file is None):
+            raise ValueError("--ssl-key-file and --ssl-cert-file go together")
+        given = [f for f, v in (("--grammar", self.grammar), ("--grammar-file", self.grammar_file),
+                                ("--json-schema", self.json_schema), ("--json-schema-file", self.json_schema_file)) if v]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)}: give one default constraint")
+        if self.cache_type_v not in ("f16", "f32", "bf16") and self.flash_attn == "off":
+            raise ValueError(f"--cache-type-v {self.cache_type_v}: a quantized V cache needs flash attention (-fa on or auto)")
+        return self
+
+    @field_validator("tensor_split", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):  # "3,1" or llama-server's "3/1"
+            return tuple(float(x) for x in v.replace("/", ",").split(",") if x.strip())
+        return v
+
+    @field_validator("grammar_file", "json_schema_file", "ssl_key_file", "ssl_cert_file")
+    @classmethod
+    def _file_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema(cls, v: str | None) -> str | None:
+        if v is not None:
+            import json
+
+            try:
+                if not isinstance(json.loads(v), dict):
+                    raise ValueError("a JSON schema is an object")
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not JSON: {e}") from None
         return v
 
     @field_validator("webui_path")
@@ -293,6 +472,29 @@ class Settings(BaseModel):
 
 _BY_DEST = {o.dest: o for o in OPTIONS}
 
+# llama-server's environment variable for an option, where it has one (CHIMERA_* wins over it)
+LLAMA_ENV: dict[str, str] = {
+    "model": "LLAMA_ARG_MODEL", "alias": "LLAMA_ARG_ALIAS", "host": "LLAMA_ARG_HOST", "port": "LLAMA_ARG_PORT",
+    "ctx_size": "LLAMA_ARG_CTX_SIZE", "parallel": "LLAMA_ARG_N_PARALLEL", "batch_size": "LLAMA_ARG_BATCH",
+    "ubatch_size": "LLAMA_ARG_UBATCH", "threads": "LLAMA_ARG_THREADS", "threads_batch": "LLAMA_ARG_THREADS_BATCH",
+    "n_gpu_layers": "LLAMA_ARG_N_GPU_LAYERS", "flash_attn": "LLAMA_ARG_FLASH_ATTN", "api_key": "LLAMA_API_KEY",
+    "api_key_file": "LLAMA_ARG_API_KEY_FILE", "embeddings": "LLAMA_ARG_EMBEDDINGS", "reranking": "LLAMA_ARG_RERANKING",
+    "mmproj": "LLAMA_ARG_MMPROJ", "chat_template": "LLAMA_ARG_CHAT_TEMPLATE", "chat_template_file": "LLAMA_ARG_CHAT_TEMPLATE_FILE",
+    "reasoning_format": "LLAMA_ARG_THINK", "reasoning_budget": "LLAMA_ARG_THINK_BUDGET", "models_dir": "LLAMA_ARG_MODELS_DIR",
+    "models_preset": "LLAMA_ARG_MODELS_PRESET", "models_max": "LLAMA_ARG_MODELS_MAX", "cache_type_k": "LLAMA_ARG_CACHE_TYPE_K",
+    "cache_type_v": "LLAMA_ARG_CACHE_TYPE_V", "numa": "LLAMA_ARG_NUMA", "split_mode": "LLAMA_ARG_SPLIT_MODE",
+    "tensor_split": "LLAMA_ARG_TENSOR_SPLIT", "main_gpu": "LLAMA_ARG_MAIN_GPU", "device": "LLAMA_ARG_DEVICE",
+    "rope_scaling": "LLAMA_ARG_ROPE_SCALING_TYPE", "rope_scale": "LLAMA_ARG_ROPE_SCALE",
+    "rope_freq_base": "LLAMA_ARG_ROPE_FREQ_BASE", "rope_freq_scale": "LLAMA_ARG_ROPE_FREQ_SCALE",
+    "yarn_orig_ctx": "LLAMA_ARG_YARN_ORIG_CTX", "yarn_ext_factor": "LLAMA_ARG_YARN_EXT_FACTOR",
+    "yarn_attn_factor": "LLAMA_ARG_YARN_ATTN_FACTOR", "yarn_beta_slow": "LLAMA_ARG_YARN_BETA_SLOW",
+    "yarn_beta_fast": "LLAMA_ARG_YARN_BETA_FAST", "n_predict": "LLAMA_ARG_N_PREDICT", "timeout": "LLAMA_ARG_TIMEOUT",
+    "threads_http": "LLAMA_ARG_THREADS_HTTP", "cont_batching": "LLAMA_ARG_CONT_BATCHING", "ssl_key_file": "LLAMA_ARG_SSL_KEY_FILE",
+    "ssl_cert_file": "LLAMA_ARG_SSL_CERT_FILE", "no_mmap": "LLAMA_ARG_NO_MMAP", "mlock": "LLAMA_ARG_MLOCK",
+    "props": "LLAMA_ARG_ENDPOINT_PROPS", "load_mode": "LLAMA_ARG_LOAD_MODE", "slot_save_path": "LLAMA_ARG_SLOT_SAVE_PATH", "sleep_idle_seconds": "LLAMA_ARG_SLEEP_IDLE_SECONDS",
+    "webui_path": "LLAMA_ARG_STATIC_PATH",
+}
+
 
 def _split_list(value: Any) -> list[str]:
     if isinstance(value, str):
@@ -309,6 +511,8 @@ def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for opt in OPTIONS:
         key = "CHIMERA_" + opt.dest.upper()
+        if key not in environ and opt.dest in LLAMA_ENV and LLAMA_ENV[opt.dest] in environ:
+            key = LLAMA_ENV[opt.dest]  # llama-server's name for it
         if key in environ:
             raw = environ[key]
             if opt.kind == "flag":

@@ -61,7 +61,32 @@ class Metrics:
         return ModelMetrics(self, model)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + self.llamacpp()
+
+    def llamacpp(self) -> bytes:
+        """The same numbers under llama-server's names (`llamacpp:*`, summed over the models), so
+        dashboards built for it work; only those chimera measures the same way."""
+        totals: dict[str, float] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        items = [
+            ("counter", "prompt_tokens_total", "Number of prompt tokens processed, excluding cached tokens",
+             "chimera_llm_prompt_tokens_total"),
+            ("counter", "prompt_tokens_cached_total", "Number of prompt tokens reused from the cache",
+             "chimera_llm_cached_prompt_tokens_total"),
+            ("counter", "tokens_predicted_total", "Number of generation tokens processed", "chimera_llm_generated_tokens_total"),
+            ("counter", "n_decode_total", "Total number of llama_decode() calls", "chimera_llm_step_seconds_count"),
+            ("gauge", "predicted_tokens_seconds", "Average generation throughput in tokens/s",
+             "chimera_llm_generation_tokens_per_second"),
+            ("gauge", "requests_processing", "Number of requests processing", "chimera_llm_slots_busy"),
+            ("gauge", "requests_deferred", "Number of requests deferred", "chimera_llm_queue_length"),
+        ]
+        lines = []
+        for kind, name, help_text, source in items:
+            lines += [f"# HELP llamacpp:{name} {help_text}", f"# TYPE llamacpp:{name} {kind}",
+                      f"llamacpp:{name} {totals.get(source, 0.0):g}"]
+        return ("\n".join(lines) + "\n").encode()
 
 
 class ModelMetrics:

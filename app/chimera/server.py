@@ -65,6 +65,9 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")
     cfg.h11_max_incomplete_size = 64 * 1024
+    if settings.ssl_cert_file is not None and settings.ssl_key_file is not None:  # HTTPS (HTTP/1.1 and HTTP/2)
+        cfg.certfile = str(settings.ssl_cert_file)
+        cfg.keyfile = str(settings.ssl_key_file)
     return cfg
 
 
@@ -214,7 +217,8 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
                 )
             )
             port = int(binds[0].rsplit(":", 1)[1]) if binds else settings.port
-            url = f"http://{settings.host}:{port}"
+            scheme = "https" if settings.ssl_cert_file is not None else "http"
+            url = f"{scheme}://{settings.host}:{port}"
             if settings.log_format == "json":  # every line of a JSON log is a JSON object
                 log.info("listening on %s", url, extra={"url": url})
             else:

@@ -20,7 +20,7 @@ from pydantic import TypeAdapter
 
 from chimera.config import Settings
 from chimera.http.app import create_app
-from chimera.llm.generation import Choice, GenerationSpec
+from chimera.llm.generation import Choice, GenerationDefaults, GenerationSpec
 from chimera.llm.sequence import Delta, Finished
 from chimera.registry.catalog import ModelSpec
 from chimera.registry.registry import ModelRegistry
@@ -83,6 +83,7 @@ class FakeEngine:
     n_ctx_slot = 4096
 
     def __init__(self, pieces: list[str], template: str = THINK_TEMPLATE) -> None:
+        self.defaults = GenerationDefaults()
         self.pieces = pieces
         self.template = template
         self.rendered: list[str] = []

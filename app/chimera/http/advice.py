@@ -18,6 +18,7 @@ FLAGS = {
     "ollama-embeddings": "--embeddings (or --rag-model PATH)",
     "slot-files": "--slot-save-path DIR",
     "saved-chats": "--persist-chats",
+    "props": "--props",
 }
 CHAT_HEADER = "X-Chimera-Chat-Id"
 

@@ -87,7 +87,7 @@ def _http_exception_to_error(e: HTTPException) -> ChimeraError:
 def create_app(services: Services) -> QuartTrio:
     app = QuartTrio("chimera", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_size
-    app.config["BODY_TIMEOUT"] = 300
+    app.config["BODY_TIMEOUT"] = services.settings.timeout  # llama-server's --timeout
     app.config["RESPONSE_TIMEOUT"] = None
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["chimera"] = services

@@ -84,7 +84,7 @@ async def infill() -> Response:
     try:
         engine = held.engine
         tokens = fim_prompt(engine, req)
-        gen = engine.generate([tokens], req.spec(engine.n_vocab), "input_prefix")
+        gen = engine.generate([tokens], req.spec(engine.n_vocab, defaults=engine.defaults), "input_prefix")
         if req.stream:
             return sse_response(Streamed(_stream(gen), held.release))
         choices = await gen.collect()

@@ -7,10 +7,14 @@ import time
 import trio
 from quart import Blueprint, Response, request
 
+from ..errors import NotEnabled
 from ..info import Live, collect_info, modalities
 from ..llm import introspect
+from ..llm.generation import GenerationDefaults
+from ..protocol.params import GenerationFields
 from ..services import Services
-from .common import json_response, services
+from .common import json_object, json_response, parse_model, services
+from .leases import using
 
 blueprint = Blueprint("meta", __name__)
 
@@ -47,6 +51,24 @@ async def props() -> Response:
     if h.engine is None:
         return json_response({"model_alias": h.id, "model_path": str(h.spec.path), "is_sleeping": True} | extra)
     return json_response(introspect.props(h.engine, h.id) | {"is_sleeping": False} | extra)
+
+
+@blueprint.post("/props")
+async def set_props() -> Response:
+    """llama-server's POST /props (needs --props): change a model's default generation settings,
+    the values a request's unset fields take. The body holds generation fields (`temperature`,
+    `top_k`, `n_predict`, `grammar`, ...), flat or as `default_generation_settings.params`."""
+    s = services()
+    if not s.settings.props:
+        raise NotEnabled("changing the default generation settings is off", feature="props")
+    body = await json_object()
+    if isinstance(body.get("default_generation_settings"), dict):
+        body = body["default_generation_settings"].get("params", {})
+    fields = parse_model(GenerationFields, {k: v for k, v in body.items() if k not in ("n_ctx", "cache_prompt")})
+    async with using(s, request.args.get("model")) as engine:
+        engine.defaults = GenerationDefaults(fields.sampling(engine.n_vocab, engine.defaults.sampling),
+                                             fields.limit(engine.defaults.max_tokens))
+        return json_response({"success": True, "default_generation_settings": {"params": engine.defaults.public()}})
 
 
 @blueprint.get("/metrics")

@@ -223,7 +223,7 @@ async def _fill_in(engine: Engine, req: ol.OllamaGenerate, head: dict[str, Any],
     fields = ol.generation_fields(req).model_dump(exclude_none=True)
     infill = InfillRequest.model_validate(fields | {"input_prefix": req.prompt or "", "input_suffix": req.suffix or ""})
     tokens = fim_prompt(engine, infill)
-    gen = engine.generate([tokens], infill.spec(engine.n_vocab), "prompt")
+    gen = engine.generate([tokens], infill.spec(engine.n_vocab, defaults=engine.defaults), "prompt")
     choices = await gen.collect()
     c = choices[0]
     f = c.finished

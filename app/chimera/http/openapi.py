@@ -28,6 +28,7 @@ from ..protocol.openai import (
     EmbeddingRequest,
     TokenizeRequest,
 )
+from ..protocol.params import GenerationFields
 from ..protocol.responses import ResponsesRequest
 from .infill import InfillRequest
 from .models import ModelRequest
@@ -52,6 +53,7 @@ DOCS: dict[str, Doc] = {
     "models.unload": Doc(ModelRequest, summary="unload a model once its requests have ended"),
     "models.model_events": Doc(summary="status changes and load progress of every model (SSE)"),
     "meta.props": Doc(summary="llama-server's server properties"),
+    "meta.set_props": Doc(GenerationFields, summary="change the default generation settings (--props)"),
     "meta.metrics": Doc(summary="Prometheus metrics"),
     "meta.info": Doc(summary="versions, backends, devices and effective settings"),
     "meta.shutdown": Doc(summary="graceful shutdown (202)"),

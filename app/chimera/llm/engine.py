@@ -35,8 +35,8 @@ from ..errors import BadRequest, ChimeraError, ContextLengthExceeded, ContextToo
 from ..metrics import ModelMetrics
 from .chat import ChatTemplate
 from .doorbell import Doorbell
-from .generation import Generation, GenerationSpec
-from .model import Model
+from .generation import Generation, GenerationSpec, generation_defaults
+from .model import Model, Placement
 from .placement import choose_slot
 from .sampling import build_chain
 from .sequence import Delta, Finished, Sequence
@@ -60,6 +60,37 @@ class LoraAdapter:
         return {"id": self.id, "path": self.path, "scale": self.scale}
 
 
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc keeps them in its arenas), so
+    resident memory goes down after a model is unloaded."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).malloc_trim(0)
+
+
+# ggml's type ids of the KV cache types llama-server offers
+KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
+ROPE_SCALING = {"none": 0, "linear": 1, "yarn": 2}
+
+
+def rope(p: Any, s: Settings) -> None:
+    """llama-server's RoPE and YaRN flags onto the context parameters (unset: the model's own)."""
+    if s.rope_scaling is not None:
+        p.rope_scaling_type = ROPE_SCALING[s.rope_scaling]
+    if s.rope_freq_base is not None:
+        p.rope_freq_base = s.rope_freq_base
+    if s.rope_freq_scale is not None:
+        p.rope_freq_scale = s.rope_freq_scale
+    elif s.rope_scale is not None:
+        p.rope_freq_scale = 1.0 / s.rope_scale
+    for name in ("yarn_orig_ctx", "yarn_ext_factor", "yarn_attn_factor", "yarn_beta_slow", "yarn_beta_fast"):
+        value = getattr(s, name)
+        if value is not None:
+            setattr(p, name, value)
+
+
 class Engine:
     def __init__(self, settings: Settings, model: Model, ctx: Any, metrics: ModelMetrics, n_ctx_slot: int) -> None:
         self.settings = settings
@@ -70,6 +101,7 @@ class Engine:
         self.embeddings = settings.embeddings
         self.ranking = False  # a context with rank pooling: scores instead of vectors
         self.vision = self.audio = False  # what the --mmproj projector reads
+        self.defaults = generation_defaults(settings)  # --temp, -n, --grammar ...; POST /props changes them
         self._to_free: collections.deque[Any] = collections.deque()  # media prompts of ended requests
         self.loras: list[LoraAdapter] = []
         self._lora_active: tuple[float, ...] | None = None  # the scales applied to the context now
@@ -105,7 +137,7 @@ class Engine:
                   progress: Callable[[float], None] | None = None) -> Engine:
         """pooling: llama.cpp's pooling type for an embedding context (-1: the model's own,
         4: rank, for a cross-encoder reranker)."""
-        model = Model.load(path, settings.n_gpu_layers, progress)
+        model = Model.load(path, Placement.of(settings), progress)
         ll = model.ll
         total = settings.ctx_size or model.n_ctx_train * settings.parallel
         n_ctx_slot = max(16, total // settings.parallel)
@@ -121,6 +153,8 @@ class Engine:
         p.n_threads = threads
         p.n_threads_batch = settings.threads_batch or threads
         p.flash_attn_type = {"on": 1, "off": 0, "auto": -1}[settings.flash_attn]
+        p.type_k, p.type_v = KV_TYPES[settings.cache_type_k], KV_TYPES[settings.cache_type_v]
+        rope(p, settings)
         p.kv_unified = bool(settings.embeddings)
         p.no_perf = True
         if settings.embeddings:
@@ -128,7 +162,9 @@ class Engine:
             p.pooling_type = pooling
         ctx = ll.llama_init_from_model(model.ptr, p)
         if not ctx:
-            raise RuntimeError("llama.cpp could not create a context (out of memory for this -c / -np?)")
+            reason = model.native.last_error.removeprefix("llama_init_from_model: ") or "out of memory for this -c / -np?"
+            model.free()
+            raise RuntimeError(f"llama.cpp could not create a context: {reason}")
         if settings.embeddings and ll.llama_pooling_type(ctx) == 0:  # NONE: pool the last token
             ll.llama_free(ctx)
             p.pooling_type = 3
@@ -174,6 +210,7 @@ class Engine:
             a.ptr = None
         self.model.free()
         self._bell.close()
+        release_free_memory()
 
     def eog_tokens(self) -> list[int]:
         return sorted(self.stepper.eog)

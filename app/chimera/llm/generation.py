@@ -21,6 +21,7 @@ from .sampling import SamplingParams
 from .sequence import Delta, Finished, Sequence, TokenLogprobs
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from .engine import Engine
 
 
@@ -39,6 +40,50 @@ class GenerationSpec:
     n_probs: int = 0  # log-probabilities of this many alternatives per token
     cache_prompt: bool = True
     lora: list[tuple[int, float]] = field(default_factory=list)  # (adapter id, scale) for this request
+
+
+@dataclass
+class GenerationDefaults:
+    """The server-wide defaults a request's unset fields take (llama-server's --temp, --top-k, ...,
+    -n, --grammar); POST /props (with --props) may change them while the server runs."""
+
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int = -1
+
+    def public(self) -> dict[str, Any]:
+        return self.sampling.public() | {"n_predict": self.max_tokens, "cache_prompt": True}
+
+
+def generation_defaults(settings: Settings) -> GenerationDefaults:
+    """The defaults of llama-server's sampling flags, -n and the default constraint."""
+    import json
+
+    from ..errors import BadRequest, ConfigError
+    from .sampling import DEFAULT_DRY_BREAKERS, SERVER_DEFAULTS
+    from .schema import schema_to_grammar
+
+    p = SamplingParams()
+    for flag, name in SERVER_DEFAULTS.items():
+        value = getattr(settings, flag)
+        if value is not None:
+            setattr(p, name, value)
+    if settings.dry_sequence_breaker:
+        p.dry_sequence_breakers = () if settings.dry_sequence_breaker == ("none",) else settings.dry_sequence_breaker
+    else:
+        p.dry_sequence_breakers = DEFAULT_DRY_BREAKERS
+    p.ignore_eos = settings.ignore_eos
+    try:
+        if settings.grammar is not None:
+            p.grammar = settings.grammar
+        elif settings.grammar_file is not None:
+            p.grammar = settings.grammar_file.read_text()
+        elif settings.json_schema is not None:
+            p.grammar = schema_to_grammar(json.loads(settings.json_schema), "--json-schema")
+        elif settings.json_schema_file is not None:
+            p.grammar = schema_to_grammar(json.loads(settings.json_schema_file.read_text()), "--json-schema-file")
+    except (BadRequest, ValueError, OSError) as e:
+        raise ConfigError(f"{getattr(e, 'param', None) or 'default constraint'}: {getattr(e, 'message', e)}") from None
+    return GenerationDefaults(p, settings.n_predict)
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from .engine import Engine
-from .sampling import SamplingParams
 
 
 def model_card(engine: Engine, model_id: str, created: int) -> dict[str, Any]:
@@ -44,7 +43,7 @@ def props(engine: Engine, model_id: str) -> dict[str, Any]:
         "modalities": {"vision": engine.vision, "audio": engine.audio},
         "default_generation_settings": {
             "n_ctx": engine.n_ctx_slot,
-            "params": SamplingParams().public() | {"n_predict": -1, "cache_prompt": True},
+            "params": engine.defaults.public(),
         },
         "build_info": (engine.ll.llama_version() or b"").decode(),
     }

@@ -6,11 +6,15 @@ import ctypes
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest
-from .native import Native, load
+from .native import Native, init_numa, load
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger("chimera.llm")
 
@@ -37,6 +41,56 @@ def _progress_reporter(name: str) -> Callable[[float], None]:
     return log_update
 
 
+SPLIT_MODES = {"none": 0, "layer": 1, "row": 2, "tensor": 3}
+# llama.cpp's enum llama_load_mode, by llama-server's --load-mode names
+LOAD_MODES = {"auto": -1, "none": 0, "mmap": 1, "mlock": 2, "mmap+mlock": 3, "dio": 4}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how the weights are loaded (llama-server's -ngl, --no-mmap, --mlock, -sm, -mg,
+    -ts, --device)."""
+    n_gpu_layers: int = 999
+    mode: str = "auto"  # --load-mode; the older --no-mmap and --mlock map onto it
+    mmap: bool = True
+    mlock: bool = False
+    numa: str | None = None
+    split_mode: str = "layer"
+    main_gpu: int = 0
+    tensor_split: tuple[float, ...] = ()
+    devices: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> Placement:
+        return cls(settings.n_gpu_layers, settings.load_mode, not settings.no_mmap, settings.mlock, settings.numa,
+                   settings.split_mode, settings.main_gpu, settings.tensor_split, settings.device)
+
+    def load_mode(self) -> int:
+        """--load-mode, or what the older --no-mmap / --mlock ask for."""
+        if self.mode != "auto" or (self.mmap and not self.mlock):
+            return LOAD_MODES[self.mode]
+        if not self.mmap:
+            return LOAD_MODES["mlock" if self.mlock else "none"]
+        return LOAD_MODES["mmap+mlock"]
+
+
+def _devices(native: Native, names: tuple[str, ...]) -> Any:
+    """A NULL-terminated array of the named ggml devices ('none': none, so the CPU alone)."""
+    g = native.ggml
+    found = {}
+    for i in range(g.ggml_backend_dev_count()):
+        dev = g.ggml_backend_dev_get(i)
+        found[g.ggml_backend_dev_name(dev).decode().lower()] = dev
+    picked = []
+    for name in names:
+        if name.lower() == "none":
+            continue
+        if name.lower() not in found:
+            raise RuntimeError(f"--device: no device {name!r} (this build has: {', '.join(sorted(found)) or 'none'}; see --list-devices)")
+        picked.append(found[name.lower()])
+    return (ctypes.c_void_p * (len(picked) + 1))(*picked, None)
+
+
 class Model:
     def __init__(self, native: Native, ptr: Any, path: Path) -> None:
         self.native = native
@@ -53,12 +107,30 @@ class Model:
         self._pieces: dict[tuple[int, bool], bytes] = {}
 
     @classmethod
-    def load(cls, path: Path, n_gpu_layers: int, progress: Callable[[float], None] | None = None) -> Model:
+    def load(cls, path: Path, placement: Placement | None = None, progress: Callable[[float], None] | None = None) -> Model:
         """Load the weights, reporting progress on the terminal (and to `progress`)."""
         native = load()
         ll = native.llama
         params = ll.llama_model_default_params()
-        params.n_gpu_layers = n_gpu_layers
+        place = placement or Placement()
+        if place.numa is not None:
+            init_numa(place.numa)
+        params.n_gpu_layers = place.n_gpu_layers
+        params.load_mode = place.load_mode()
+        params.split_mode = SPLIT_MODES[place.split_mode]
+        params.main_gpu = place.main_gpu
+        keep: list[Any] = []
+        if place.tensor_split:
+            n = int(ll.llama_max_devices())
+            if len(place.tensor_split) > n:
+                raise RuntimeError(f"--tensor-split: {len(place.tensor_split)} values, but this build has at most {n} devices")
+            split = (ctypes.c_float * n)(*place.tensor_split)
+            keep.append(split)
+            params.tensor_split = ctypes.cast(split, ctypes.POINTER(ctypes.c_float))
+        if place.devices:
+            devs = _devices(native, place.devices)
+            keep.append(devs)
+            params.devices = ctypes.addressof(devs)
         report = _progress_reporter(path.name)
 
         @ll.llama_progress_callback
@@ -73,7 +145,7 @@ class Model:
         if not ptr:
             raise RuntimeError(f"llama.cpp could not load {path} (not a GGUF model, or an unsupported architecture)")
         model = cls(native, ptr, path)
-        model._keep = on_progress  # type: ignore[attr-defined]
+        model._keep = [on_progress, *keep]  # type: ignore[attr-defined]
         return model
 
     # -- metadata ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ class Native:
     llama: Any  # the llama_cpp.llama_cpp module
     hold: ctypes.PyDLL  # libllama again, for short calls that keep the GIL (see held_functions)
     keep: list[Any] = field(default_factory=list)  # ctypes callbacks that must stay alive
+    last_error: str = ""  # llama.cpp's last error log line (its functions return NULL without a reason)
 
 
 def _held_functions(llama: Any) -> ctypes.PyDLL:
@@ -99,6 +100,15 @@ def load() -> Native:
     return native
 
 
+NUMA = {"distribute": 1, "isolate": 2, "numactl": 3}
+
+
+@functools.cache
+def init_numa(strategy: str) -> None:
+    """--numa: llama.cpp's NUMA strategy, once per process, before a model loads."""
+    load().llama.llama_numa_init(NUMA[strategy])
+
+
 def _route_log(native: Native) -> None:
     """Send llama.cpp's log to Python logging (debug level; errors stay visible)."""
     llama = native.llama
@@ -111,6 +121,7 @@ def _route_log(native: Native) -> None:
         line = b"".join(pending).decode("utf-8", "replace").rstrip()
         pending.clear()
         if level == 4:  # GGML_LOG_LEVEL_ERROR
+            native.last_error = line
             log.error("%s", line)
         elif level == 3:
             log.warning("%s", line) if log.isEnabledFor(logging.DEBUG) else None

@@ -99,3 +99,13 @@ def build_chain(ll: Any, model: Any, p: SamplingParams, eog_tokens: list[int], n
     except BaseException:
         ll.llama_sampler_free(chain)
         raise
+
+
+# llama-server's flag → the SamplingParams field it sets by default
+SERVER_DEFAULTS = {
+    "temp": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p", "typical": "typical_p",
+    "top_nsigma": "top_n_sigma", "repeat_penalty": "repeat_penalty", "repeat_last_n": "repeat_last_n",
+    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "dry_multiplier": "dry_multiplier",
+    "dry_base": "dry_base", "dry_allowed_length": "dry_allowed_length", "dry_penalty_last_n": "dry_penalty_last_n",
+    "xtc_probability": "xtc_probability", "xtc_threshold": "xtc_threshold", "seed": "seed",
+}

@@ -8,13 +8,14 @@ requests by its name, with no second list to keep in step.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import BadRequest
-from ..llm.generation import GenerationSpec
+from ..llm.generation import GenerationDefaults, GenerationSpec
 from ..llm.sampling import DEFAULT_DRY_BREAKERS, SamplingParams
 
 # fields of SamplingParams that requests do not set directly, or set in another shape
@@ -87,21 +88,25 @@ class GenerationFields(BaseModel):
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
-    def limit(self) -> int:
+    def limit(self, default: int = -1) -> int:
         """Tokens to generate at most; -1 means until the end of the slot's context."""
         for v in (self.max_completion_tokens, self.max_tokens, self.n_predict):
             if v is not None:
                 return v
-        return -1
+        return default
 
-    def sampling(self, n_vocab: int) -> SamplingParams:
-        p = SamplingParams()
+    def sampling(self, n_vocab: int, defaults: SamplingParams | None = None) -> SamplingParams:
+        """The request's sampling: its own fields over the server's defaults (llama-server's
+        --temp, --top-k, ..., --grammar); a constraint of the request's own replaces the default one."""
+        p = copy.copy(defaults) if defaults is not None else SamplingParams()
+        p.logit_bias = {}
         for name in SAMPLING_FIELDS:
             v = getattr(self, name)
             if v is not None:
                 setattr(p, name, v)
-        p.dry_sequence_breakers = tuple(self.dry_sequence_breakers or DEFAULT_DRY_BREAKERS)
-        p.ignore_eos = self.ignore_eos
+        if self.dry_sequence_breakers is not None or defaults is None:
+            p.dry_sequence_breakers = tuple(self.dry_sequence_breakers or DEFAULT_DRY_BREAKERS)
+        p.ignore_eos = self.ignore_eos or (defaults is not None and defaults.ignore_eos and "ignore_eos" not in self.model_fields_set)
         if self.logit_bias:
             for key, bias in self.logit_bias.items():
                 try:
@@ -113,7 +118,8 @@ class GenerationFields(BaseModel):
                 p.logit_bias[tok] = max(-100.0, min(100.0, bias)) if abs(bias) != float("inf") else bias
         return p
 
-    def spec(self, n_vocab: int, n_probs: int = 0) -> GenerationSpec:
+    def spec(self, n_vocab: int, n_probs: int = 0, defaults: GenerationDefaults | None = None) -> GenerationSpec:
+        d = defaults or GenerationDefaults()
         return GenerationSpec(
-            sampling=self.sampling(n_vocab), max_tokens=self.limit(), stops=self.stop_list(), n=self.n,
+            sampling=self.sampling(n_vocab, d.sampling), max_tokens=self.limit(d.max_tokens), stops=self.stop_list(), n=self.n,
             n_probs=n_probs, cache_prompt=self.cache_prompt, lora=[(x.id, x.scale) for x in self.lora or []])

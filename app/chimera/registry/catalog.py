@@ -9,6 +9,7 @@ header without loading it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 from collections.abc import Callable
@@ -68,6 +69,8 @@ def _header(path: Path) -> dict[str, Any]:
             continue
         if isinstance(value, (str, int, float, bool)):
             out[key] = value
+    del reader  # the reader maps the whole file: unmap it now, not whenever the cycle collector runs
+    gc.collect()
     return out
 
 

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import trio
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chimera.registry")
 State = Literal["unloaded", "loading", "loaded", "failed"]
+T = TypeVar("T")
 KV_BYTES = 2  # f16 K and V per element
 COMPUTE_MARGIN = 256 * 1024 * 1024  # compute buffers and the like, beside weights and KV cache
 
@@ -183,10 +184,14 @@ class ModelRegistry:
         token = trio.lowlevel.current_trio_token()
 
         def progress(p: float) -> None:
+            """Loader thread: at most ~100 updates a load, handed over without waiting for the
+            trio thread (a load must not slow the models that are generating)."""
+            if p < 1.0 and p - h.progress < 0.01:
+                return
             h.progress = p
             try:
-                trio.from_thread.run_sync(self._notify, h, trio_token=token)
-            except (trio.RunFinishedError, trio.Cancelled):
+                token.run_sync_soon(self._notify, h)
+            except trio.RunFinishedError:
                 pass
 
         try:
@@ -375,12 +380,45 @@ def _available_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
+LOAD_NICENESS = 10  # a model loads at a lower CPU priority than the models that are generating
+
+
+def at_low_priority(fn: Callable[[], T]) -> T:
+    """Run `fn` in a thread of its own at a lower CPU priority (Linux: nice +10 for that thread,
+    and the threads it starts), so reading and repacking a model's weights does not take CPU time
+    from the models that are busy generating."""
+    import os
+    import threading
+
+    out: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        if hasattr(os, "setpriority"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOAD_NICENESS)
+            except OSError:
+                pass
+        try:
+            out.append(fn())
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            failed.append(e)
+
+    t = threading.Thread(target=run, name="chimera-model-load", daemon=True)
+    t.start()
+    t.join()
+    if failed:
+        raise failed[0]
+    return out[0]
+
+
 def engine_loader(metrics: Metrics) -> Callable[[ModelSpec, Callable[[float], None]], Engine]:
     """The loader of real engines (worker thread): a rerank model gets rank pooling."""
     def load(spec: ModelSpec, progress: Callable[[float], None]) -> Engine:
         from ..llm.engine import Engine
 
         pooling = 4 if spec.kind == "rerank" else -1
-        return Engine.load_sync(spec.settings, spec.path, metrics.for_model(spec.id), pooling, progress=progress)
+        return at_low_priority(lambda: Engine.load_sync(spec.settings, spec.path, metrics.for_model(spec.id), pooling,
+                                                        progress=progress))
 
     return load

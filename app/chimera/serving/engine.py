@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from ..llm.generation import Choice, GenerationSpec
+from ..llm.generation import Choice, GenerationDefaults, GenerationSpec
 from ..llm.sequence import Delta, Finished, Sequence
 
 
@@ -26,6 +26,7 @@ class ChatGeneration(Protocol):
 class ChatEngine(Protocol):
     vision: bool  # the projector reads images
     audio: bool  # the projector reads audio
+    defaults: GenerationDefaults  # the server's defaults for what a request leaves unset
 
     @property
     def projector(self) -> bool: ...

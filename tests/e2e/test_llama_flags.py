@@ -1,0 +1,166 @@
+"""llama-server's flags, wired to the real thing: KV cache types, --no-mmap, server-wide sampling
+defaults that requests override, -n, POST /props, RoPE, devices, TLS, llamacpp: metric names and
+llama-server's environment variables."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from conftest import REPO, Server, shared_model
+
+TINY = "tiny-random-smollm2-vocab.gguf"
+
+
+def ask(s: Server, **body: object) -> dict[str, object]:
+    r = s.http().post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Tell me about the sea"}], **body})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def content(r: dict[str, object]) -> str:
+    return str(r["choices"][0]["message"]["content"])  # type: ignore[index]
+
+
+def test_quantized_kv_cache_types(start_server: type[Server], smollm: Path) -> None:
+    s = start_server("-m", str(smollm), "-c", "512", "-np", "1", "-ctk", "q8_0", "-ctv", "q8_0").wait_ready()
+    r = ask(s, max_tokens=8, temperature=0)
+    assert r["usage"]["completion_tokens"] == 8 and content(r)  # type: ignore[index]
+    bad = start_server("-m", str(smollm), "-ctv", "q4_0", "-fa", "off")
+    assert bad.proc.wait(60) == 2 and "flash attention" in bad.output()
+    # a type the model's head size cannot hold: the model fails with llama.cpp's reason, not a guess
+    odd = start_server("-m", str(shared_model(TINY)), "-c", "512", "-np", "1", "-ctk", "q8_0", "-ctv", "q8_0")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            h = httpx.get(odd.base + "/health")
+            if h.status_code == 503 and h.json().get("status") == "error":
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, odd.output()
+        time.sleep(0.1)
+    assert "does not divide" in h.json()["error"]
+
+
+def test_no_mmap_reads_the_model_into_memory(start_server: type[Server], smollm: Path) -> None:
+    mapped = start_server("-m", str(smollm), "-c", "256", "-np", "1").wait_ready()
+    read = start_server("-m", str(smollm), "-c", "256", "-np", "1", "--no-mmap", "--mlock").wait_ready()
+    maps = lambda s: Path(f"/proc/{s.proc.pid}/maps").read_text()  # noqa: E731
+    assert smollm.name in maps(mapped) or str(smollm.resolve()) in maps(mapped)  # the file is mapped
+    assert smollm.name not in maps(read) and str(smollm.resolve()) not in maps(read)  # its bytes were copied in
+    assert content(ask(read, max_tokens=4, temperature=0)) == content(ask(mapped, max_tokens=4, temperature=0))
+
+
+def test_server_sampling_defaults_and_per_request_overrides(start_server: type[Server]) -> None:
+    s = start_server("-m", str(shared_model(TINY)), "-c", "1024", "-np", "2", "--temp", "0", "-n", "6",
+                     "--top-k", "5", "--repeat-penalty", "1.3", "--props").wait_ready()
+    a, b = ask(s), ask(s)
+    assert a["usage"]["completion_tokens"] == 6 and a["choices"][0]["finish_reason"] == "length"  # type: ignore[index]
+    assert content(a) == content(b)  # --temp 0: greedy by default
+    params = s.http().get("/props").json()["default_generation_settings"]["params"]
+    assert (params["temperature"], params["top_k"], params["repeat_penalty"], params["n_predict"]) == (0, 5, 1.3, 6)
+    hot = {content(ask(s, temperature=2.0, top_k=0, seed=seed, max_tokens=6)) for seed in range(4)}
+    assert len(hot) > 1  # the request's own temperature and top_k win
+    assert ask(s, max_tokens=2)["usage"]["completion_tokens"] == 2  # type: ignore[index]
+    # POST /props (--props) changes the defaults while the server runs
+    r = s.http().post("/props", json={"n_predict": 3, "temperature": 0.0})
+    assert r.status_code == 200 and r.json()["default_generation_settings"]["params"]["n_predict"] == 3
+    assert ask(s)["usage"]["completion_tokens"] == 3  # type: ignore[index]
+    bad = s.http().post("/props", json={"temperature": "hot"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "temperature"
+
+
+def test_post_props_needs_the_flag(start_server: type[Server]) -> None:
+    s = start_server("-m", str(shared_model(TINY)), "-c", "512", "-np", "1").wait_ready()
+    r = s.http().post("/props", json={"n_predict": 3})
+    assert r.status_code == 501 and "--props" in r.json()["error"]["message"]
+
+
+def test_a_default_json_schema_constrains_requests_without_their_own(start_server: type[Server], tmp_path: Path) -> None:
+    schema = tmp_path / "s.json"
+    schema.write_text('{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": false}')
+    s = start_server("-m", str(shared_model(TINY)), "-c", "1024", "-np", "1", "-jf", str(schema), "-n", "24").wait_ready()
+    text = content(ask(s, temperature=0))
+    assert text.replace(" ", "").startswith('{"ok":')  # the default constraint applies
+    own = content(ask(s, temperature=0, grammar='root ::= "yes" | "no"'))
+    assert own in ("yes", "no")  # a request's own constraint replaces it
+
+
+def test_rope_frequency_changes_what_the_model_computes(start_server: type[Server]) -> None:
+    base = start_server("-m", str(shared_model(TINY)), "-c", "512", "-np", "1").wait_ready()
+    moved = start_server("-m", str(shared_model(TINY)), "-c", "512", "-np", "1", "--rope-freq-base", "10",
+                         "--rope-scaling", "linear", "--rope-scale", "2").wait_ready()
+    prompt = {"max_tokens": 12, "temperature": 0, "logprobs": True}
+    a, b = ask(base, **prompt), ask(moved, **prompt)
+    la = [t["logprob"] for t in a["choices"][0]["logprobs"]["content"]]  # type: ignore[index]
+    lb = [t["logprob"] for t in b["choices"][0]["logprobs"]["content"]]  # type: ignore[index]
+    assert la != lb
+
+
+def test_devices_list_and_choice(start_server: type[Server]) -> None:
+    r = subprocess.run([sys.executable, "-m", "chimera", "serve", "--list-devices"], capture_output=True, text=True,
+                       timeout=120, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.startswith("Available devices:") and "CPU" in r.stdout, r.stdout + r.stderr
+    cpu = start_server("-m", str(shared_model(TINY)), "-c", "512", "-np", "1", "--device", "none", "-sm", "none",
+                       "-mg", "0", "-ts", "1").wait_ready()
+    assert content(ask(cpu, max_tokens=3))
+    bad = start_server("-m", str(shared_model(TINY)), "-c", "512", "-np", "1", "--device", "Vulkan7")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            h = httpx.get(bad.base + "/health")
+            if h.status_code == 503 and h.json().get("status") == "error":
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, bad.output()
+        time.sleep(0.1)
+    assert "--device" in h.json()["error"] and "vulkan7" in h.json()["error"].lower()
+
+
+def test_tls_with_a_self_signed_certificate(start_server: type[Server], tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    s = start_server("-m", str(shared_model(TINY)), "-c", "512", "-np", "1", "--ssl-key-file", str(key), "--ssl-cert-file", str(cert))
+    base = f"https://127.0.0.1:{s.port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/health", verify=str(cert)).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, s.output()
+    client = openai.OpenAI(base_url=base + "/v1", api_key="none", http_client=httpx.Client(verify=str(cert)))
+    r = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+    assert r.usage is not None and r.usage.completion_tokens == 3
+    with pytest.raises(httpx.HTTPError):  # not plain HTTP
+        httpx.get(f"http://127.0.0.1:{s.port}/health", timeout=5).raise_for_status()
+    assert f"https://127.0.0.1:{s.port}" in s.output()
+    half = start_server("-m", str(shared_model(TINY)), "--ssl-key-file", str(key))
+    assert half.proc.wait(60) == 2 and "go together" in half.output()
+
+
+def test_llamacpp_metric_names_and_llama_environment(start_server: type[Server]) -> None:
+    env = {"LLAMA_ARG_CTX_SIZE": "768", "LLAMA_ARG_N_PARALLEL": "3", "LLAMA_ARG_N_PREDICT": "4"}
+    s = start_server("-m", str(shared_model(TINY)), env={**os.environ, **env}).wait_ready()
+    props = s.http().get("/props").json()
+    assert props["total_slots"] == 3 and props["n_ctx"] == 768
+    assert ask(s)["usage"]["completion_tokens"] == 4  # type: ignore[index]
+    text = s.http().get("/metrics").text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("llamacpp:")}
+    assert values["llamacpp:tokens_predicted_total"] == 4 and values["llamacpp:prompt_tokens_total"] > 0
+    assert values["llamacpp:n_decode_total"] >= 4 and "llamacpp:requests_processing" in values
