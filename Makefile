@@ -50,6 +50,7 @@ test-unit: setup
 
 bench: setup models
 	$(BIN)/python tests/bench/run.py --write docs/benchmarks.md $(BENCH_ARGS)
+	$(BIN)/python tests/bench/models.py --write docs/benchmarks.md
 	$(BIN)/python tests/bench/persist.py
 
 # the GPU comparison (a CUDA toolkit and an NVIDIA GPU): CUDA wheels, a random Llama-3.2-1B-shaped

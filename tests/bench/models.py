@@ -132,13 +132,26 @@ async def _busy_while_loading(base: str, requests: int, max_tokens: int, first_i
         result.update(await run_load(base, 2, requests, max_tokens, model=A, first_index=first_index))
 
     async def churn(cancel: trio.CancelScope) -> None:
+        """Load B, wait until it is loaded, unload it, wait until it is gone; again. (llama-server's
+        router answers /models/load before the model is up, so both are polled the same way.)"""
         nonlocal loads
+
+        async def until(c: httpx.AsyncClient, want: str) -> None:
+            while True:
+                listing = (await c.get(base + "/models")).json()["data"]
+                st = next(m["status"] for m in listing if m["id"] == B)
+                if (st.get("value") if isinstance(st, dict) else st) in (want, "failed"):
+                    return
+                await trio.sleep(0.05)
+
         async with httpx.AsyncClient(timeout=300) as c:
             with cancel:
                 while True:
                     await c.post(base + "/models/load", json={"model": B})
+                    await until(c, "loaded")
                     loads += 1
                     await c.post(base + "/models/unload", json={"model": B})
+                    await until(c, "unloaded")
 
     churn_scope = trio.CancelScope()
     async with trio.open_nursery() as n:

@@ -164,3 +164,20 @@ def test_llamacpp_metric_names_and_llama_environment(start_server: type[Server])
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("llamacpp:")}
     assert values["llamacpp:tokens_predicted_total"] == 4 and values["llamacpp:prompt_tokens_total"] > 0
     assert values["llamacpp:n_decode_total"] >= 4 and "llamacpp:requests_processing" in values
+
+
+def test_native_completion_route(start_server: type[Server]) -> None:
+    s = start_server("-m", str(shared_model(TINY)), "-c", "512", "-np", "1").wait_ready()
+    http = s.http()
+    text = http.post("/completion", json={"prompt": "Once upon a time", "n_predict": 5, "temperature": 0}).json()
+    assert text["tokens_predicted"] == 5 and text["stop_type"] == "limit" and text["content"]
+    toks = http.post("/tokenize", json={"content": "Once upon a time"}).json()["tokens"]
+    by_tokens = http.post("/completion", json={"prompt": toks, "n_predict": 5, "temperature": 0}).json()
+    assert by_tokens["content"] == text["content"]  # the same prompt as ids
+    mixed = http.post("/completion", json={"prompt": [toks[0], " upon a time"], "n_predict": 5, "temperature": 0}).json()
+    assert mixed["tokens_predicted"] == 5 and mixed["tokens_evaluated"] >= 3
+    with http.stream("POST", "/completion", json={"prompt": "Hi", "n_predict": 3, "stream": True}) as r:
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert '"stop": true' in events[-1] or '"stop":true' in events[-1]
+    assert http.post("/completion", json={"prompt": [10**9]}).status_code == 400
+    assert http.post("/completion", json={"prompt": ""}).status_code == 400

@@ -214,15 +214,19 @@ def test_edit_a_message_and_regenerate_a_reply(browser: Browser, server: Server)
     box.clear()
     box.send_keys("Second version, about narwhals.")
     b.find(".msg.user .row .primary").click()
-    b.wait(lambda: b.js("return document.getElementById('stop').hidden") and "narwhals" in b.text(".msg.user"), what="the edited turn")
+
+    def saved() -> list[dict[str, Any]]:
+        return list(server.http().get(f"/v1/chimera/chats/{chat_id}").json()["messages"])
+
+    b.wait(lambda: len(saved()) == 2 and "narwhals" in saved()[0]["content"], what="the edited turn saved")
     b.wait(lambda: b.js("return document.getElementById('stop').hidden"), what="its reply")
-    msgs = server.http().get(f"/v1/chimera/chats/{chat_id}").json()["messages"]
+    msgs = saved()
     assert [m["role"] for m in msgs] == ["user", "assistant"] and "narwhals" in msgs[0]["content"]  # the old turn is gone
     settings(b, temperature=1.5, seed=7)
+    first_reply = msgs[1]["created_at"]
     b.find(".msg.assistant .regenerate").click()
-    b.wait(lambda: not b.js("return document.getElementById('stop').hidden") or True)
-    b.wait(lambda: b.js("return document.getElementById('stop').hidden"), what="the new reply")
-    again = server.http().get(f"/v1/chimera/chats/{chat_id}").json()["messages"]
+    b.wait(lambda: len(saved()) == 2 and saved()[1]["created_at"] != first_reply, what="the new reply saved")
+    again = saved()
     assert [m["role"] for m in again] == ["user", "assistant"]  # replaced, not added
 
 
@@ -333,12 +337,16 @@ def test_the_model_picker_loads_and_unloads_on_demand(start_server: type[Server]
     folder.mkdir()
     (folder / "tiny-a.gguf").symlink_to(shared_model("tiny-random-smollm2-vocab.gguf"))
     (folder / "tiny-b.gguf").symlink_to(shared_model("tiny-random-llama-spm.gguf"))
+    vision = folder / "tiny-vision"  # a model with its projector: images go to it
+    vision.mkdir()
+    (vision / "model.gguf").symlink_to(shared_model("tiny-random-llama-spm.gguf"))
+    (vision / "mmproj-tiny.gguf").symlink_to(shared_model("tiny-random-mmproj-64.gguf"))
     s = start_server("--models-dir", str(folder), "-c", "512", "-np", "1").wait_ready()
     b = Browser(s.base)
     try:
         b.open()
         options = [o.get_attribute("value") for o in b.all("#model option")]
-        assert options == ["tiny-a", "tiny-b"]
+        assert options == ["tiny-a", "tiny-b", "tiny-vision"]
         assert b.text("#model-status") == "unloaded" and b.find("#model-load").is_displayed()
         b.find("#model-load").click()
         b.wait(lambda: b.text("#model-status") == "loaded", what="the load")
@@ -349,9 +357,40 @@ def test_the_model_picker_loads_and_unloads_on_demand(start_server: type[Server]
         b.type("#input", "hi", enter=True)  # a request loads the model it names; the badge follows the events
         b.wait(lambda: b.text("#model-status") == "loaded", what="tiny-b loaded by the request")
         b.wait(lambda: b.js("return document.getElementById('stop').hidden"), what="the reply")
+        # a vision model takes the image: it is shown in the message and counted in the prompt
+        from PIL import Image
+
+        png = tmp_path / "red.png"
+        Image.new("RGB", (48, 48), (200, 0, 0)).save(png)
+        b.js("document.getElementById('model').value = 'tiny-vision'; document.getElementById('model').dispatchEvent(new Event('change'))")
+        b.find("#new-chat").click()  # the last reply filled tiny-b's context: start afresh
+        b.attach(png)
+        b.wait(lambda: b.all(".attachments .chip img"), what="the image chip")
+        b.find("#settings").click()
+        b.find("#set-max-tokens").send_keys("3")
+        b.find("#set-save").click()
+        b.type("#input", "What colour is this?", enter=True)
+        b.wait(lambda: b.all(".msg.user img.attached"), what="the image in the message")
+        b.wait(lambda: b.js("return document.getElementById('stop').hidden") and "prompt" in b.text(".msg.assistant:last-child .stats"),
+               what="the reply about the image")
+        prompt = int(re.search(r"prompt (\d+)", b.text(".msg.assistant:last-child .stats")).group(1))  # type: ignore[union-attr]
+        assert prompt > 20, "the image's tokens count in the prompt"
         assert_same_origin(b, s.base)
     finally:
         b.quit()
+
+
+def test_tool_calls_in_a_conversation_show_as_calls(browser: Browser, server: Server) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    r = server.http().post("/v1/chat/completions", json={"max_tokens": 2, "messages": [
+        {"role": "user", "content": "Weather in Oslo?"}, {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "rain"}, {"role": "user", "content": "thanks"}]})
+    chat_id = r.headers["X-Chimera-Chat-Id"]
+    b = browser.open()
+    b.wait(lambda: b.all(f'#conversations li[data-id="{chat_id}"]'), what="the chat")
+    b.find(f'#conversations li[data-id="{chat_id}"]').click()
+    b.wait(lambda: b.all(".tool-call"), what="the call")
+    assert "get_weather" in b.text(".tool-call") and "Oslo" in b.text(".tool-call")
 
 
 # --- security -------------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
-"""POST /infill: fill-in-the-middle for code models, with the model's own FIM tokens.
+"""llama-server's native completion shape: POST /completion (a prompt as text, tokens, or both
+mixed) and POST /infill (fill-in-the-middle for code models, with the model's own FIM tokens).
 
-The prompt is built as llama-server builds it: [BOS] then each `input_extra` chunk (behind the
+The infill prompt is built as llama-server builds it: [BOS] then each `input_extra` chunk (behind the
 file-separator token with its file name, when the model has one), then
 FIM_PRE prefix FIM_SUF suffix FIM_MID prompt. The reply is llama-server's completion shape.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic import Field
@@ -76,15 +77,48 @@ async def _stream(gen: Generation) -> AsyncIterator[bytes]:
         gen.cancel()
 
 
+class NativeCompletionRequest(GenerationFields):
+    prompt: str | list[str | int] = ""
+
+
+def native_prompt(engine: Engine, prompt: str | list[str | int]) -> list[int]:
+    """llama-server's prompt forms: text, token ids, or a list mixing both (BOS first when the
+    model adds one)."""
+    m = engine.model
+    parts: list[str | int] = [prompt] if isinstance(prompt, str) else list(prompt)
+    toks: list[int] = [int(engine.ll.llama_vocab_bos(m.vocab))] if m.add_bos else []
+    for i, part in enumerate(parts):
+        if isinstance(part, str):
+            toks += m.tokenize(part, add_special=False, parse_special=True)
+        elif isinstance(part, int) and not isinstance(part, bool) and 0 <= part < engine.n_vocab:
+            toks.append(part)
+        else:
+            raise BadRequest(f"prompt[{i}] must be text or a token id of this model", param=f"prompt.{i}")
+    if len(toks) <= (1 if m.add_bos else 0):
+        raise BadRequest("the prompt is empty", param="prompt")
+    return toks
+
+
+@blueprint.post("/completion")
+async def completion() -> Response:
+    s = services()
+    req = parse_model(NativeCompletionRequest, await json_object())
+    return await _native(s, req, lambda engine: native_prompt(engine, req.prompt), "prompt")
+
+
 @blueprint.post("/infill")
 async def infill() -> Response:
     s = services()
     req = parse_model(InfillRequest, await json_object())
+    return await _native(s, req, lambda engine: fim_prompt(engine, req), "input_prefix")
+
+
+async def _native(s: Any, req: GenerationFields, build: Callable[[Engine], list[int]], param: str) -> Response:
     held = await lease(s, req.model)
     try:
         engine = held.engine
-        tokens = fim_prompt(engine, req)
-        gen = engine.generate([tokens], req.spec(engine.n_vocab, defaults=engine.defaults), "input_prefix")
+        tokens = build(engine)
+        gen = engine.generate([tokens], req.spec(engine.n_vocab, defaults=engine.defaults), param)
         if req.stream:
             return sse_response(Streamed(_stream(gen), held.release))
         choices = await gen.collect()

@@ -30,7 +30,7 @@ from ..protocol.openai import (
 )
 from ..protocol.params import GenerationFields
 from ..protocol.responses import ResponsesRequest
-from .infill import InfillRequest
+from .infill import InfillRequest, NativeCompletionRequest
 from .models import ModelRequest
 from .rerank import RerankRequest
 from .vector_stores import CreateStore, SearchRequest
@@ -73,6 +73,7 @@ DOCS: dict[str, Doc] = {
     "responses.get": Doc(),
     "responses.delete": Doc(),
     "infill.infill": Doc(InfillRequest, summary="fill in the middle"),
+    "infill.completion": Doc(NativeCompletionRequest, summary="llama-server's native completion (text, tokens or both)"),
     "rerank.rerank": Doc(RerankRequest),
     "chats.list_chats": Doc(query=forms.ChatsQuery, summary="saved chats, newest first (--persist-chats)"),
     "chats.get_chat": Doc(),
