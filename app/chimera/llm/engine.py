@@ -194,6 +194,10 @@ class Engine:
         its thread has stopped (after run() returned)."""
         import llama_cpp.mtmd_cpp as mt
 
+        if not self._idle.wait(60):  # never free what a running step still uses: leak it instead
+            log.error("model %s: the engine thread did not stop; its memory is not freed", self.model.path.name)
+            return
+
         for s in list(self.waiting) + [slot.seq for slot in self.slots if slot.seq is not None]:
             self._release_chain(s)
         while self._to_free:

@@ -216,10 +216,12 @@ class ModelRegistry:
                 h.scope = scope
                 await engine.run()
         finally:
-            h.scope = None
+            # gone for every reader (listings, /props, /metrics, /api/ps) before a worker thread
+            # frees it: a reader on the trio thread must never touch a context being freed
+            h.scope, h.engine, h.unloading = None, None, True
+            self._notify()
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(engine.close)
-            h.engine = None
             h.state, h.unloading, h.progress = "unloaded", False, 0.0
             self.metrics.model_loaded.labels(h.id).set(0)
             log.info("model %s unloaded", h.id)
