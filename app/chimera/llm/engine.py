@@ -60,16 +60,6 @@ class LoraAdapter:
         return {"id": self.id, "path": self.path, "scale": self.scale}
 
 
-def release_free_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc keeps them in its arenas), so
-    resident memory goes down after a model is unloaded."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).malloc_trim(0)
-
-
 # ggml's type ids of the KV cache types llama-server offers
 KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
 ROPE_SCALING = {"none": 0, "linear": 1, "yarn": 2}
@@ -214,7 +204,6 @@ class Engine:
             a.ptr = None
         self.model.free()
         self._bell.close()
-        release_free_memory()
 
     def eog_tokens(self) -> list[int]:
         return sorted(self.stepper.eog)
