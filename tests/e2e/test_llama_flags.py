@@ -26,6 +26,20 @@ def ask(s: Server, **body: object) -> dict[str, object]:
     return dict(r.json())
 
 
+def load_error(s: Server, timeout: float = 60) -> str:
+    """The error /health reports once the server's model has failed to load."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            h = httpx.get(s.base + "/health")
+            if h.status_code == 503 and h.json().get("status") == "error":
+                return str(h.json()["error"])
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, s.output()
+        time.sleep(0.1)
+
+
 def content(r: dict[str, object]) -> str:
     return str(r["choices"][0]["message"]["content"])  # type: ignore[index]
 
@@ -38,17 +52,7 @@ def test_quantized_kv_cache_types(start_server: type[Server], smollm: Path) -> N
     assert bad.proc.wait(60) == 2 and "flash attention" in bad.output()
     # a type the model's head size cannot hold: the model fails with llama.cpp's reason, not a guess
     odd = start_server("-m", str(shared_model(TINY)), "-c", "512", "-np", "1", "-ctk", "q8_0", "-ctv", "q8_0")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            h = httpx.get(odd.base + "/health")
-            if h.status_code == 503 and h.json().get("status") == "error":
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, odd.output()
-        time.sleep(0.1)
-    assert "does not divide" in h.json()["error"]
+    assert "does not divide" in load_error(odd)
 
 
 def test_no_mmap_reads_the_model_into_memory(start_server: type[Server], smollm: Path) -> None:
@@ -114,17 +118,8 @@ def test_devices_list_and_choice(start_server: type[Server]) -> None:
                        "-mg", "0", "-ts", "1").wait_ready()
     assert content(ask(cpu, max_tokens=3))
     bad = start_server("-m", str(shared_model(TINY)), "-c", "512", "-np", "1", "--device", "Vulkan7")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            h = httpx.get(bad.base + "/health")
-            if h.status_code == 503 and h.json().get("status") == "error":
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, bad.output()
-        time.sleep(0.1)
-    assert "--device" in h.json()["error"] and "vulkan7" in h.json()["error"].lower()
+    error = load_error(bad)
+    assert "--device" in error and "vulkan7" in error.lower()
 
 
 def test_tls_with_a_self_signed_certificate(start_server: type[Server], tmp_path: Path) -> None:
