@@ -96,7 +96,8 @@ class Server:
 
     def client(self, **kw: object) -> openai.OpenAI:
         kw.setdefault("_strict_response_validation", True)  # the SDK checks every response against its types
-        return openai.OpenAI(base_url=self.base + "/v1", api_key=self.api_key, max_retries=0, timeout=120, **kw)  # type: ignore[arg-type]
+        kw.setdefault("timeout", 120)
+        return openai.OpenAI(base_url=self.base + "/v1", api_key=self.api_key, max_retries=0, **kw)  # type: ignore[arg-type]
 
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=120, headers={"Authorization": f"Bearer {self.api_key}"})

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .templates import BUILTIN_TEMPLATES
 
+DEFAULT_SLOTS = 4  # -np auto, as llama-server
 KvType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 
 
@@ -36,8 +37,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("alias", ("-a", "--alias"), "model id reported by the API (default: the file name without .gguf)"),
     Option("host", ("--host",), "address to bind (default 127.0.0.1)"),
     Option("port", ("--port",), "port to bind; 0 picks a free one (default 8080)"),
-    Option("ctx_size", ("-c", "--ctx-size"), "total context in tokens, split evenly over the slots; 0 = the model's training context (default 4096)"),
-    Option("parallel", ("-np", "--parallel"), "number of slots: sequences decoded together (default 4)"),
+    Option("ctx_size", ("-c", "--ctx-size"), "KV cache size in tokens, all slots together; 0 = the model's training context, lowered to fit in memory (default 0)"),
+    Option("parallel", ("-np", "--parallel"), "number of slots: sequences decoded together; -1 = auto: 4 slots sharing one KV cache (default -1)"),
+    Option("kv_unified", ("-kvu", "--kv-unified"), "one KV cache shared by the slots, so one sequence may use all of -c (default: on when -np is auto)", kind="flag"),
+    Option("no_kv_unified", ("-no-kvu", "--no-kv-unified"), "split the KV cache evenly over the slots: -c / -np tokens each", kind="flag"),
+    Option("kv_unified_per_slot", ("--kv-unified-per-slot",), "with a shared cache, the most tokens one slot may hold; without -c the cache is -np times this (default 0: no limit)"),
+    Option("context_shift", ("--context-shift",), "when a generation reaches the end of its context, drop the oldest half of it (after --keep tokens) and go on", kind="flag"),
+    Option("no_context_shift", ("--no-context-shift",), "a generation that reaches the end of its context ends with finish_reason length (default)", kind="flag"),
+    Option("n_keep", ("--keep",), "tokens of the prompt kept when the context shifts; -1 = all of the prompt (default 0)"),
     Option("batch_size", ("-b", "--batch-size"), "logical batch: most tokens decoded in one step (default 2048)"),
     Option("ubatch_size", ("-ub", "--ubatch-size"), "physical batch (default 512)"),
     Option("threads", ("-t", "--threads"), "threads for generation (default: physical cores)"),
@@ -181,7 +188,6 @@ ACCEPTED: tuple[Accepted, ...] = (
     Accepted(("--no-slots",), "/slots is always on (behind --api-key like every route)"),
     Accepted(("--no-perf",), "timings are always reported"),
     Accepted(("--perf",), "timings are always reported"),
-    Accepted(("--no-context-shift",), "chimera never shifts the context: a generation that fills its slot ends with finish_reason length"),
     Accepted(("-sp", "--special"), "special tokens are rendered as the API asks"),
     Accepted(("-cram", "--cache-ram"), "chimera keeps no host-memory prompt cache; slots reuse their own KV cache", value=True),
     Accepted(("--swa-full",), "chimera uses llama.cpp's default SWA cache"),
@@ -199,8 +205,14 @@ class Settings(BaseModel):
     alias: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    ctx_size: int = Field(4096, ge=0)
-    parallel: int = Field(4, ge=1, le=256)
+    ctx_size: int = Field(0, ge=0)
+    parallel: int = Field(-1, ge=-1, le=256)
+    kv_unified: bool | None = None
+    no_kv_unified: bool = False
+    kv_unified_per_slot: int = Field(0, ge=0)
+    context_shift: bool = False
+    no_context_shift: bool = False
+    n_keep: int = Field(0, ge=-1)
     batch_size: int = Field(2048, ge=1)
     ubatch_size: int = Field(512, ge=1)
     threads: int | None = Field(None, ge=1)
@@ -357,7 +369,21 @@ class Settings(BaseModel):
             raise ValueError(f"{' and '.join(given)}: give one default constraint")
         if self.cache_type_v not in ("f16", "f32", "bf16") and self.flash_attn == "off":
             raise ValueError(f"--cache-type-v {self.cache_type_v}: a quantized V cache needs flash attention (-fa on or auto)")
+        if self.parallel == 0:
+            raise ValueError("--parallel: give a number of slots, or -1 for auto")
+        if self.kv_unified and self.no_kv_unified:
+            raise ValueError("--kv-unified and --no-kv-unified: give one")
+        if self.context_shift and self.no_context_shift:
+            raise ValueError("--context-shift and --no-context-shift: give one")
         return self
+
+    def unified_kv(self) -> bool | None:
+        """-kvu / -no-kvu as given (None: not given, so on when -np is auto)."""
+        return False if self.no_kv_unified else self.kv_unified
+
+    def n_slots(self) -> int:
+        """Slots: -np, or 4 when it is auto."""
+        return DEFAULT_SLOTS if self.parallel < 1 else self.parallel
 
     @field_validator("tensor_split", mode="before")
     @classmethod
@@ -475,7 +501,8 @@ _BY_DEST = {o.dest: o for o in OPTIONS}
 # llama-server's environment variable for an option, where it has one (CHIMERA_* wins over it)
 LLAMA_ENV: dict[str, str] = {
     "model": "LLAMA_ARG_MODEL", "alias": "LLAMA_ARG_ALIAS", "host": "LLAMA_ARG_HOST", "port": "LLAMA_ARG_PORT",
-    "ctx_size": "LLAMA_ARG_CTX_SIZE", "parallel": "LLAMA_ARG_N_PARALLEL", "batch_size": "LLAMA_ARG_BATCH",
+    "ctx_size": "LLAMA_ARG_CTX_SIZE", "parallel": "LLAMA_ARG_N_PARALLEL", "kv_unified": "LLAMA_ARG_KV_UNIFIED",
+    "kv_unified_per_slot": "LLAMA_ARG_KV_UNIFIED_PER_SLOT", "context_shift": "LLAMA_ARG_CONTEXT_SHIFT", "n_keep": "LLAMA_ARG_KEEP", "batch_size": "LLAMA_ARG_BATCH",
     "ubatch_size": "LLAMA_ARG_UBATCH", "threads": "LLAMA_ARG_THREADS", "threads_batch": "LLAMA_ARG_THREADS_BATCH",
     "n_gpu_layers": "LLAMA_ARG_N_GPU_LAYERS", "flash_attn": "LLAMA_ARG_FLASH_ATTN", "api_key": "LLAMA_API_KEY",
     "api_key_file": "LLAMA_ARG_API_KEY_FILE", "embeddings": "LLAMA_ARG_EMBEDDINGS", "reranking": "LLAMA_ARG_RERANKING",

@@ -70,11 +70,14 @@ class ContextLengthExceeded(BadRequest):
 class ContextTooSmall(ContextLengthExceeded):
     """A request needs more tokens than a slot holds (the slots' size is a server setting)."""
 
-    def __init__(self, n_prompt: int, n_generate: int, n_ctx_slot: int, *, param: str | None = "messages") -> None:
+    def __init__(self, n_prompt: int, n_generate: int, n_ctx_slot: int, *, param: str | None = "messages",
+                 split: bool = True) -> None:
         need = n_prompt + n_generate
         super().__init__(f"this request needs {n_prompt} prompt tokens + {n_generate} to generate = {need}, "
-                         f"but a slot holds {n_ctx_slot} tokens", param=param)
+                         f"but {'a slot holds' if split else 'the context holds'} {n_ctx_slot} tokens", param=param)
         self.n_ctx_slot = n_ctx_slot
+        self.n_prompt = n_prompt
+        self.split = split  # the cache is split over the slots (fewer slots would give each more)
 
 
 class UnknownChat(BadRequest):

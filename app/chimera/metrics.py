@@ -36,6 +36,10 @@ class Metrics:
         self.queue_length = Gauge("chimera_llm_queue_length", "Requests waiting for a slot", m, registry=r)
         self.kv_used = Gauge("chimera_llm_kv_cache_used_cells", "KV cache cells holding tokens", m, registry=r)
         self.kv_ratio = Gauge("chimera_llm_kv_cache_usage_ratio", "KV cache cells in use / total", m, registry=r)
+        self.context_full = Counter("chimera_llm_kv_cache_full_total",
+                                    "Times the shared KV cache had no room: a prompt put back in the queue or a generation ended", m, registry=r)
+        self.context_shifts = Counter("chimera_llm_context_shifts_total", "Generations shifted at the end of their context (--context-shift)",
+                                      m, registry=r)
         self.ttft = Histogram(
             "chimera_llm_time_to_first_token_seconds", "Time from admission to the first generated token", m,
             buckets=LATENCY_BUCKETS, registry=r,
@@ -104,6 +108,8 @@ class ModelMetrics:
         self.kv_used = metrics.kv_used.labels(model)
         self.kv_ratio = metrics.kv_ratio.labels(model)
         self.ttft = metrics.ttft.labels(model)
+        self.context_full = metrics.context_full.labels(model)
+        self.context_shifts = metrics.context_shifts.labels(model)
         self.step_seconds = metrics.step_seconds.labels(model)
         self.decode_seconds = metrics.decode_seconds.labels(model)
         self.loop_seconds = metrics.loop_seconds.labels(model)

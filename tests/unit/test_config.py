@@ -19,7 +19,8 @@ def settings_from(argv: list[str], env: dict[str, str] | None = None):
 
 def test_defaults() -> None:
     s = settings_from([])
-    assert (s.host, s.port, s.parallel, s.ctx_size, s.flash_attn) == ("127.0.0.1", 8080, 4, 4096, "auto")
+    assert (s.host, s.port, s.parallel, s.ctx_size, s.flash_attn) == ("127.0.0.1", 8080, -1, 0, "auto")
+    assert (s.n_slots(), s.unified_kv(), s.context_shift, s.n_keep) == (4, None, False, 0)
     assert s.api_key == () and s.max_queue == 256 and s.shutdown_timeout == 10
 
 

@@ -60,7 +60,10 @@ LINES: list[tuple[str, dict[str, Any]]] = [
     ("-m $model.gguf --embeddings -ub 8192 -b 8192 --api-key secret", {"embeddings": True, "ubatch_size": 8192, "api_key": ("secret",)}),
     ("-m $model.gguf --alias my-model --props --ignore-eos -s 7", {"alias": "my-model", "props": True, "ignore_eos": True, "seed": 7}),
     ("--models-dir /tmp --models-max 2 --sleep-idle-seconds 300 --no-context-shift --log-disable -lv 3",
-     {"models_max": 2, "sleep_idle_seconds": 300.0}),
+     {"models_max": 2, "sleep_idle_seconds": 300.0, "no_context_shift": True}),
+    ("-m $model.gguf -c 16384 -np 4 -kvu --context-shift --keep -1", {"parallel": 4, "kv_unified": True, "context_shift": True, "n_keep": -1}),
+    ("-m $model.gguf -np 2 -no-kvu", {"parallel": 2, "no_kv_unified": True}),
+    ("-m $model.gguf --kv-unified-per-slot 4096", {"kv_unified_per_slot": 4096, "ctx_size": 0, "parallel": -1}),
     ("-m $model.gguf -nocb --cache-ram 0 --swa-full --list-devices", {"no_cont_batching": True, "list_devices": True}),
 ]
 
@@ -76,18 +79,17 @@ def test_llama_server_command_lines_are_accepted_and_mapped(line: str, expect: d
 
 
 def test_flags_without_effect_say_so_in_one_line(files: dict[str, Path]) -> None:
-    _, notes = parse("-m $model.gguf --no-warmup --log-file x.log --threads-http 8 -nocb --no-context-shift", files)
+    _, notes = parse("-m $model.gguf --no-warmup --log-file x.log --threads-http 8 -nocb", files)
     assert any(n.startswith("--no-warmup: accepted without effect") for n in notes)
     assert any(n.startswith("--log-file: accepted without effect") for n in notes)
     assert any(n.startswith("--threads-http") for n in notes) and any(n.startswith("--no-cont-batching") for n in notes)
-    assert any("never shifts the context" in n for n in notes)
-    assert len(notes) == 5
+    assert len(notes) == 4
 
 
 @pytest.mark.parametrize("short", ["-cb", "-ctk q8_0", "-ts 3,1", "-sm row", "-nocb", "-mg 0", "-to 30", "-jf $schema.json", "-ngl 1"])
 def test_no_prefix_matching(short: str, files: dict[str, Path]) -> None:
     settings, _ = parse(f"-m $model.gguf {short}", files)
-    assert settings.ctx_size == 4096 and settings.threads is None and settings.model == files["model.gguf"]
+    assert settings.ctx_size == 0 and settings.threads is None and settings.model == files["model.gguf"]
 
 
 def test_a_prefix_of_a_long_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -167,7 +169,7 @@ def test_the_flags_table_in_serve_md_is_current_and_true() -> None:
     assert re.search(r"Of llama-server's \d+ flags", doc)
 
 
-@pytest.mark.parametrize("unknown", ["-md", "-mu", "-cl", "-hf", "-nkvo", "-kvu", "-ctxcp", "-tdx"])
+@pytest.mark.parametrize("unknown", ["-md", "-mu", "-cl", "-hf", "-nkvo", "-ctxcp", "-tdx"])
 def test_an_unknown_short_flag_is_never_read_as_a_known_one_with_a_value(unknown: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:  # argparse would read -md as -m d, -cl as -c l
         build_parser().parse_args(["serve", unknown, "x"])

@@ -30,7 +30,7 @@ def for_client(e: ChimeraError) -> ChimeraError:
     if isinstance(e, NotEnabled):
         e.message = f"{e.message} (start the server with {FLAGS.get(e.feature, e.feature)})"
     elif isinstance(e, ContextTooSmall):
-        e.message = f"{e.message} (raise -c or lower -np)"
+        e.message = f"{e.message} ({'raise -c or lower -np' if e.split else 'raise -c'})"
     elif isinstance(e, UnknownChat):
         e.message = f"{CHAT_HEADER}: {e.message}"
         e.param = CHAT_HEADER

@@ -18,6 +18,7 @@ from quart import Blueprint, Response
 from .. import __version__
 from ..errors import BadRequest, ChimeraError, NotEnabled, Unsupported
 from ..llm import introspect
+from ..llm.context import plan_for
 from ..llm.engine import Engine
 from ..protocol import ollama as ol
 from ..registry.registry import Hosted
@@ -337,7 +338,7 @@ async def show() -> Response:
     s.check_loaded()
     h = s.require_models().resolve(req.model or req.name)
     info = {k: v for k, v in h.spec.meta.items() if not k.startswith("tokenizer.")}
-    n_ctx = h.engine.n_ctx_slot if h.engine is not None else h.spec.settings.ctx_size // max(1, h.spec.settings.parallel)
+    n_ctx = h.engine.n_ctx_slot if h.engine is not None else plan_for(h.spec.settings, h.spec.meta.get, None).n_ctx_slot
     template = h.engine.template_source if h.engine is not None else str(h.spec.meta.get("tokenizer.chat_template", ""))
     modelfile = f"# served by chimera {__version__}\nFROM {h.spec.path}\n" + (f"PARAMETER num_ctx {n_ctx}\n" if n_ctx else "")
     return json_response({

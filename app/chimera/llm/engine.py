@@ -34,6 +34,7 @@ from ..config import Settings
 from ..errors import BadRequest, ChimeraError, ContextLengthExceeded, ContextTooSmall, NotEnabled, Overloaded, UnknownAdapter, Unsupported
 from ..metrics import ModelMetrics
 from .chat import ChatTemplate
+from .context import ContextPlan, memory_for_cache, plan_for
 from .doorbell import Doorbell
 from .generation import Generation, GenerationSpec, generation_defaults
 from .model import Model, Placement
@@ -82,7 +83,7 @@ def rope(p: Any, s: Settings) -> None:
 
 
 class Engine:
-    def __init__(self, settings: Settings, model: Model, ctx: Any, metrics: ModelMetrics, n_ctx_slot: int) -> None:
+    def __init__(self, settings: Settings, model: Model, ctx: Any, metrics: ModelMetrics, plan: ContextPlan) -> None:
         self.settings = settings
         self.model = model
         self.ll = model.ll
@@ -95,11 +96,15 @@ class Engine:
         self._to_free: collections.deque[Any] = collections.deque()  # media prompts of ended requests
         self.loras: list[LoraAdapter] = []
         self._lora_active: tuple[float, ...] | None = None  # the scales applied to the context now
-        self.n_slots = settings.parallel
-        self.n_ctx_slot = n_ctx_slot
+        self.plan = plan
+        self.n_slots = plan.n_slots
+        self.n_ctx_slot = plan.n_ctx_slot  # the most tokens one sequence may hold
         self.n_batch = int(self.ll.llama_n_batch(ctx))
         self.slots = [Slot(i) for i in range(self.n_slots)]
-        self.stepper = Stepper(model, ctx, self.n_batch, self.n_slots, n_ctx_slot, metrics)
+        self.stepper = Stepper(model, ctx, self.n_batch, self.n_slots, plan.n_ctx_slot, metrics)
+        self.context_shift = settings.context_shift and not settings.embeddings and self.stepper.can_shift()
+        self.stepper.context_shift = self.context_shift
+        self._hold_admission = False  # a sequence was put back for lack of cells: admit none until one ends
         self.template = ChatTemplate.select(
             model.chat_template(), settings.chat_template, settings.chat_template_file, model.bos_token(), model.eos_token()
         )
@@ -129,13 +134,20 @@ class Engine:
         4: rank, for a cross-encoder reranker)."""
         model = Model.load(path, Placement.of(settings), progress)
         ll = model.ll
-        total = settings.ctx_size or model.n_ctx_train * settings.parallel
-        n_ctx_slot = max(16, total // settings.parallel)
-        if settings.embeddings and model.n_ctx_train:
-            n_ctx_slot = min(n_ctx_slot, model.n_ctx_train)
         p = ll.llama_context_default_params()
-        p.n_ctx = n_ctx_slot * settings.parallel
-        p.n_seq_max = settings.parallel
+        if settings.embeddings:
+            # every input whole in one sequence: an equal share each, at most the training context
+            total = settings.ctx_size or model.n_ctx_train * settings.n_slots()
+            n_ctx_slot = max(16, total // settings.n_slots())
+            if model.n_ctx_train:
+                n_ctx_slot = min(n_ctx_slot, model.n_ctx_train)
+            plan = ContextPlan(n_ctx_slot * settings.n_slots(), settings.n_slots(), True, n_ctx_slot)
+        else:
+            plan = plan_for(settings, model.meta, memory_for_cache(model.size()))
+            if plan.note:
+                log.warning("model %s: %s", path.name, plan.note)
+        p.n_ctx = plan.n_ctx
+        p.n_seq_max = plan.n_slots
         p.n_batch = settings.batch_size
         # a non-causal (embedding) model needs each input whole in one micro-batch
         p.n_ubatch = settings.batch_size if settings.embeddings else min(settings.ubatch_size, settings.batch_size)
@@ -145,7 +157,7 @@ class Engine:
         p.flash_attn_type = {"on": 1, "off": 0, "auto": -1}[settings.flash_attn]
         p.type_k, p.type_v = KV_TYPES[settings.cache_type_k], KV_TYPES[settings.cache_type_v]
         rope(p, settings)
-        p.kv_unified = bool(settings.embeddings)
+        p.kv_unified = plan.unified
         p.no_perf = True
         if settings.embeddings:
             p.embeddings = True
@@ -159,8 +171,12 @@ class Engine:
             ll.llama_free(ctx)
             p.pooling_type = 3
             ctx = ll.llama_init_from_model(model.ptr, p)
-        per_slot = n_ctx_slot if settings.embeddings else int(ll.llama_n_ctx_seq(ctx))
-        engine = cls(settings, model, ctx, metrics, per_slot)
+        if not settings.embeddings:  # llama.cpp pads the cache: take its own figures
+            n_ctx = int(ll.llama_n_ctx(ctx))
+            per_seq = int(ll.llama_n_ctx_seq(ctx))
+            plan = ContextPlan(n_ctx, plan.n_slots, plan.unified, min(plan.n_ctx_slot, per_seq) if plan.unified else per_seq,
+                               plan.note)
+        engine = cls(settings, model, ctx, metrics, plan)
         engine.ranking = settings.embeddings and int(ll.llama_pooling_type(ctx)) == 4
         if settings.mmproj is not None and not settings.embeddings:
             import llama_cpp.mtmd_cpp as mt
@@ -252,9 +268,9 @@ class Engine:
     def check_fits(self, n_prompt: int, max_tokens: int, param: str) -> None:
         if n_prompt == 0:
             raise BadRequest("the prompt is empty", param=param)
-        need = n_prompt + max(0, max_tokens)
+        need = n_prompt + (0 if self.context_shift else max(0, max_tokens))
         if n_prompt >= self.n_ctx_slot or need > self.n_ctx_slot:
-            raise ContextTooSmall(n_prompt, max(0, max_tokens), self.n_ctx_slot, param=param)
+            raise ContextTooSmall(n_prompt, max(0, max_tokens), self.n_ctx_slot, param=param, split=not self.plan.unified)
 
     def submit(self, seqs: list[Sequence]) -> None:
         """Queue one request's sequences (admitted in order). Raises before queueing anything."""
@@ -409,12 +425,16 @@ class Engine:
                 self._run_job()
                 continue
             active = [s for s in self.slots if s.seq is not None]
+            room = None
+            if active and (self.plan.shared or self.context_shift):
+                active, room = self._fit(active)
             if not active:
                 self._flush()
-                self._work.wait()
+                if not self._work.is_set() and not self.waiting:
+                    self._work.wait()
                 continue
             try:
-                results = self.stepper.step(active)
+                results = self.stepper.step(active, room)
             except ChimeraError as e:
                 log.error("%s", e)
                 for slot in active:
@@ -490,7 +510,65 @@ class Engine:
         self.ll.llama_set_adapters_lora(self.ctx, arr if used else None, len(used), scales if used else None)
         self._lora_active = key
 
+    # -- room in the KV cache -----------------------------------------------------------------
+    def _fit(self, active: list[Slot]) -> tuple[list[Slot], int | None]:
+        """Engine thread, before a step: make the cells it needs. Shifts a generation at the end
+        of its context (--context-shift). With slots sharing one cache, frees the cached prompts
+        of idle slots (least recently used first), then puts back the youngest prompt still being
+        read, then ends the longest generation (finish_reason length); returns the slots that
+        step and how many prompt tokens it may read (None: no limit but the batch)."""
+        if self.context_shift:
+            for slot in active:
+                seq = slot.seq
+                assert seq is not None
+                if not seq.prefilling and len(slot.cache) + 1 >= self.n_ctx_slot:
+                    self.stepper.shift(slot, seq, self.settings.n_keep)
+        if not self.plan.shared:
+            return active, None
+        gen = [s for s in active if s.seq is not None and not s.seq.prefilling]
+        pre = sorted((s for s in active if s.seq is not None and s.seq.prefilling), key=lambda s: s.seq.t_admit if s.seq else 0)
+        pending = sum(len(s.seq.prompt) - s.seq.n_prompt_done for s in pre if s.seq is not None)
+        want = len(gen) + min(pending, max(0, self.n_batch - len(gen)))
+        free = self.plan.n_ctx - sum(len(s.cache) for s in self.slots)
+        for idle in sorted((s for s in self.slots if s.seq is None and s.cache), key=lambda s: s.t_used):
+            if free >= want:
+                break
+            free += len(idle.cache)
+            self.stepper.seq_rm(self.stepper.mem, idle.id, -1, -1)
+            idle.cache.clear()
+        while free < len(gen) + (1 if pre else 0) and len(pre) > (0 if gen else 1):
+            young = pre.pop()  # the last admitted gives way: it reads its prompt again later
+            free += self._put_back(young)
+        while free < len(gen) and gen:
+            longest = max(gen, key=lambda s: len(s.cache))
+            gen.remove(longest)
+            free += len(longest.cache)
+            self._finish(longest, "length")
+            self.stepper.seq_rm(self.stepper.mem, longest.id, -1, -1)
+            longest.cache.clear()
+            self.metrics.context_full.inc()
+        return gen + pre, max(0, free - len(gen))
+
+    def _put_back(self, slot: Slot) -> int:
+        """Return a sequence still reading its prompt to the head of the queue, freeing its cells."""
+        seq = slot.seq
+        assert seq is not None
+        n = len(slot.cache)
+        self.stepper.seq_rm(self.stepper.mem, slot.id, -1, -1)
+        slot.cache.clear()
+        slot.seq = None
+        seq.slot = None
+        seq.n_prompt_done = seq.n_cached = 0
+        self.waiting.appendleft(seq)
+        self._hold_admission = True
+        self.metrics.context_full.inc()
+        return n
+
     def _admit(self) -> None:
+        if self._hold_admission:
+            if any(s.seq is not None for s in self.slots):
+                return
+            self._hold_admission = False
         while self.waiting and (free := [s for s in self.slots if s.seq is None]):
             seq = self.waiting[0]
             if seq.lora_key != self._lora_active:
@@ -541,6 +619,8 @@ class Engine:
         seq.finish_reason = reason
         seq.t_end = time.perf_counter()
         slot.seq = None
+        slot.t_used = seq.t_end
+        self._hold_admission = False
         self._release_chain(seq)
         self.metrics.finished(reason).inc()
         self._outbox.append((seq, Finished(seq.index, reason, seq.usage(), seq.timings(), error, seq.stop_word)))
@@ -556,7 +636,7 @@ class Engine:
         self.metrics.queue_length.set(len(self.waiting))
         used = sum(len(s.cache) for s in self.slots)
         self.metrics.kv_used.set(used)
-        self.metrics.kv_ratio.set(used / (self.n_ctx_slot * self.n_slots))
+        self.metrics.kv_ratio.set(used / self.plan.n_ctx)
         now = time.perf_counter()
         window = [(t, n) for t, n in list(self._gen_window) if t >= now - 1.0]
         self.metrics.tokens_per_second.set(sum(n for _, n in window))

@@ -32,7 +32,7 @@ def props(engine: Engine, model_id: str) -> dict[str, Any]:
     return {
         "model_alias": model_id,
         "model_path": str(engine.model.path),
-        "n_ctx": engine.n_ctx_slot * engine.n_slots,
+        "n_ctx": engine.plan.n_ctx,
         "n_ctx_slot": engine.n_ctx_slot,
         "total_slots": engine.n_slots,
         "embeddings": engine.embeddings,

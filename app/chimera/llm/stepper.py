@@ -25,6 +25,7 @@ class Slot:
         self.cache: list[int] = []  # tokens whose K/V sit in this slot's sequence
         self.seq: Sequence | None = None
         self.lora_key: tuple[float, ...] = ()  # adapter scales its cached KV was computed with
+        self.t_used = 0.0  # when its last sequence ended (idle caches are freed oldest first)
 
 
 class Stepper:
@@ -36,6 +37,7 @@ class Stepper:
         self.n_batch = n_batch
         self.n_ctx_slot = n_ctx_slot
         self.metrics = metrics
+        self.context_shift = False  # a generation at the end of its context is shifted, not ended
         self.mtmd: Any = None  # the projector context, with --mmproj
         hold = model.native.hold
         self._sample = hold.llama_sampler_sample
@@ -67,8 +69,24 @@ class Stepper:
         self.metrics.decode_seconds.inc(time.perf_counter() - t0)
         return rc
 
-    def step(self, active: list[Slot]) -> list[tuple[Slot, Delta, str | None]]:
-        """One decode for every active slot, then sample the ones whose logits were computed."""
+    def can_shift(self) -> bool:
+        return bool(self.mem) and bool(self.ll.llama_memory_can_shift(self.mem))
+
+    def shift(self, slot: Slot, seq: Sequence, n_keep: int) -> None:
+        """llama-server's context shift: keep the first n_keep tokens (-1: the whole prompt), drop
+        half of the rest, and move what follows back over the gap."""
+        n_past = len(slot.cache)
+        keep = len(seq.prompt) if n_keep < 0 else n_keep + (1 if self.model.add_bos else 0)
+        keep = max(0, min(keep, n_past - 2))
+        discard = (n_past - keep) // 2
+        self.seq_rm(self.mem, slot.id, keep, keep + discard)
+        self.ll.llama_memory_seq_add(self.mem, slot.id, keep + discard, n_past, -discard)
+        del slot.cache[keep : keep + discard]
+        self.metrics.context_shifts.inc()
+
+    def step(self, active: list[Slot], room: int | None = None) -> list[tuple[Slot, Delta, str | None]]:
+        """One decode for every active slot, then sample the ones whose logits were computed.
+        `room`: most prompt tokens the step may read (cells free in a shared cache)."""
         n = 0
         sampled: list[Slot] = []
         for slot in active:  # the next token of every generating slot first
@@ -80,16 +98,17 @@ class Stepper:
                 seq.batch_index = n
                 sampled.append(slot)
                 n += 1
+        limit = self.n_batch if room is None else min(self.n_batch, n + room)
         for slot in active:  # then prompt chunks, up to n_batch
             seq = slot.seq
             assert seq is not None
-            if not seq.prefilling or n >= self.n_batch:
+            if not seq.prefilling or n >= limit:
                 continue
             start = seq.n_prompt_done
             while start in seq.media:  # a media chunk: evaluated by mtmd into this slot's sequence
                 self._eval_media(slot, seq.media[start])
                 start = seq.n_prompt_done
-            take = min(self.n_batch - n, len(seq.prompt) - start)
+            take = min(limit - n, len(seq.prompt) - start)
             nxt = min((k for k in seq.media if k > start), default=None)
             if nxt is not None:
                 take = min(take, nxt - start)
@@ -105,6 +124,8 @@ class Stepper:
                 self._logits[n - 1] = True
                 seq.batch_index = n - 1
                 sampled.append(slot)
+        if n == 0:
+            return []
         rc = self.decode(n)
         if rc != 0:
             for slot in active:  # the KV state of these slots is unknown now: drop it
@@ -157,7 +178,8 @@ class Stepper:
             text, hit = seq.push_piece(model.piece(tok, seq.render_special))
             if hit:
                 finish = "stop"
-            elif (seq.max_tokens >= 0 and len(seq.generated) >= seq.max_tokens) or len(slot.cache) + 1 >= self.n_ctx_slot:
+            elif (seq.max_tokens >= 0 and len(seq.generated) >= seq.max_tokens) or (
+                    len(slot.cache) + 1 >= self.n_ctx_slot and not self.context_shift):
                 finish = "length"
                 text += seq.flush()
         logprobs: list[TokenLogprobs] | None = None

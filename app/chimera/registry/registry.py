@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import trio
 
 from ..errors import InsufficientMemory, ModelFailed, ModelNotFound, Overloaded, Unavailable
+from ..llm.context import MEMORY_MARGIN, kv_bytes_per_token, plan_for
 from .catalog import ModelSpec
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("chimera.registry")
 State = Literal["unloaded", "loading", "loaded", "failed"]
 T = TypeVar("T")
-KV_BYTES = 2  # f16 K and V per element
 COMPUTE_MARGIN = 256 * 1024 * 1024  # compute buffers and the like, beside weights and KV cache
 
 
@@ -299,15 +299,11 @@ class ModelRegistry:
     # -- room -------------------------------------------------------------------------------
     def needs(self, h: Hosted) -> int:
         """Bytes a model is expected to take once loaded: weights, KV cache, compute buffers."""
-        meta, s = h.spec.meta, h.spec.settings
-        arch = str(meta.get("general.architecture", ""))
-        layers = int(meta.get(f"{arch}.block_count", 0) or 0)
-        embd = int(meta.get(f"{arch}.embedding_length", 0) or 0)
-        heads = int(meta.get(f"{arch}.attention.head_count", 1) or 1)
-        kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads) or heads)
-        train = int(meta.get(f"{arch}.context_length", 0) or 0)
-        ctx = s.ctx_size or train * s.parallel
-        kv = ctx * layers * (embd // max(heads, 1)) * kv_heads * 2 * KV_BYTES if h.spec.kind == "chat" else 0
+        if h.spec.kind != "chat":
+            return h.spec.size + COMPUTE_MARGIN
+        meta = h.spec.meta
+        plan = plan_for(h.spec.settings, meta.get, max(0, _total_memory() - MEMORY_MARGIN - h.spec.size))
+        kv = plan.n_ctx * kv_bytes_per_token(meta.get, h.spec.settings.cache_type_k, h.spec.settings.cache_type_v)
         return h.spec.size + kv + COMPUTE_MARGIN
 
     def _evictable(self, exclude: Hosted) -> list[Hosted]:
@@ -380,6 +376,12 @@ def _available_memory() -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)
+
+
+def _total_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total)
 
 
 LOAD_NICENESS = 10  # a model loads at a lower CPU priority than the models that are generating

@@ -1,0 +1,106 @@
+"""The context as llama-server sizes it: by default the model's training context in one KV cache
+that the slots share, so one long conversation gets all of it; several long prompts at once take
+turns instead of failing; an explicit -np splits the cache; --context-shift keeps a generation
+going past the end of its context."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import Server
+
+
+def metric(s: Server, name: str) -> float:
+    text = s.http().get("/metrics").text
+    return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
+
+
+def listing(n: int, start: int = 0) -> str:
+    return " ".join(f"item{start + i} is number {i}." for i in range(n))
+
+
+def test_default_flags_answer_a_6000_token_conversation(start_server: type[Server], smollm: Path) -> None:
+    s = start_server("-m", str(smollm)).wait_ready()  # no -c, no -np
+    props = s.http().get("/props").json()
+    assert (props["n_ctx"], props["n_ctx_slot"], props["total_slots"]) == (8192, 8192, 4)  # SmolLM2: 8k training context
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Remember this list: " + listing(540)},
+        {"role": "assistant", "content": "I have read the list."},
+        {"role": "user", "content": "What is item7? Answer briefly."},
+    ]
+    r = s.client(timeout=600).chat.completions.create(model="m", messages=messages, max_tokens=16, temperature=0)  # type: ignore[arg-type]
+    assert r.usage is not None and r.usage.prompt_tokens > 5700, r.usage
+    assert r.choices[0].finish_reason in ("stop", "length") and r.choices[0].message.content
+    # what does not fit is still refused before any work, with what to change
+    too_long = s.http().post("/v1/chat/completions", json={"messages": [{"role": "user", "content": listing(900)}]}, timeout=120)
+    assert too_long.status_code == 400 and "raise -c" in too_long.json()["error"]["message"]
+    assert "-np" not in too_long.json()["error"]["message"]  # the slots share the cache: fewer would not help
+
+
+def test_long_prompts_at_once_take_turns_in_the_shared_cache(start_server: type[Server], smollm: Path) -> None:
+    s = start_server("-m", str(smollm), "-c", "2048").wait_ready()  # 4 slots sharing 2048 cells
+
+    def one(k: int) -> dict[str, object]:
+        r = s.http().post("/v1/chat/completions", timeout=300, json={
+            "messages": [{"role": "user", "content": f"Request {k}. " + listing(80, k)}], "max_tokens": 24, "temperature": 0})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    with cf.ThreadPoolExecutor(3) as pool:  # 3 x ~740 prompt tokens > 2048: one waits for room
+        out = list(pool.map(one, range(3)))
+    assert all(o["usage"]["prompt_tokens"] > 700 for o in out)  # type: ignore[index]
+    assert all(o["choices"][0]["message"]["content"] for o in out)  # type: ignore[index]
+    assert metric(s, "chimera_llm_kv_cache_full_total") >= 1
+
+    # generations that outgrow the shared cache: the longest ends with finish_reason length, the
+    # other runs to its max_tokens
+    def gen(k: int) -> dict[str, object]:
+        r = s.http().post("/v1/completions", timeout=300, json={
+            "prompt": f"Story {k}: " + listing(30, k), "max_tokens": 1500, "ignore_eos": True, "temperature": 0})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    with cf.ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(gen, range(2))
+    done = sorted([a["usage"]["completion_tokens"], b["usage"]["completion_tokens"]])  # type: ignore[index]
+    assert done[1] == 1500 and done[0] < 1500
+    assert sorted([a["choices"][0]["finish_reason"], b["choices"][0]["finish_reason"]]) == ["length", "length"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("flags", "expect"), [
+    (("-c", "2048", "-np", "2"), (2048, 1024, 2)),  # an explicit -np splits, as llama-server
+    (("-c", "2048", "-np", "2", "-kvu"), (2048, 2048, 2)),
+    (("-c", "2048", "-no-kvu"), (2048, 512, 4)),
+    (("--kv-unified-per-slot", "768", "-np", "2"), (1536, 768, 2)),
+])
+def test_slot_sizes_follow_the_flags(start_server: type[Server], smollm: Path, flags: tuple[str, ...],
+                                     expect: tuple[int, int, int]) -> None:
+    s = start_server("-m", str(smollm), *flags).wait_ready()
+    props = s.http().get("/props").json()
+    assert (props["n_ctx"], props["n_ctx_slot"], props["total_slots"]) == expect
+    r = s.http().post("/v1/completions", json={"prompt": listing(200), "max_tokens": expect[1]})
+    assert r.status_code == 400 and f"holds {expect[1]} tokens" in r.json()["error"]["message"]
+
+
+def test_context_shift_keeps_a_generation_going(start_server: type[Server], smollm: Path) -> None:
+    body = {"prompt": "Once upon a time", "max_tokens": 600, "ignore_eos": True, "temperature": 0}
+    plain = start_server("-m", str(smollm), "-c", "256", "-np", "1").wait_ready()
+    r = plain.http().post("/v1/completions", json=body)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    r = plain.http().post("/v1/completions", json={**body, "max_tokens": None})  # no limit: ends at the context's end
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"
+    assert r.json()["usage"]["completion_tokens"] < 256
+
+    for keep in ("0", "-1"):
+        s = start_server("-m", str(smollm), "-c", "256", "-np", "1", "--context-shift", "--keep", keep).wait_ready()
+        r = s.http().post("/v1/completions", json=body, timeout=300)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["usage"]["completion_tokens"] == 600 and out["choices"][0]["finish_reason"] == "length"
+        assert metric(s, "chimera_llm_context_shifts_total") >= 3  # 600 tokens through a 256-token context
+        assert len(out["choices"][0]["text"]) > 600
