@@ -1,9 +1,11 @@
-"""argv → Settings, and the subcommands: serve, info, models."""
+"""argv → Settings, and the subcommands: serve, info, models, pull."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -120,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--models-cache", dest="models_cache", default=None, metavar="PATH")
     models.add_argument("--which", default="llm", choices=["llm", "embed", "whisper", "gemma", "all"],
                         help="all: the three defaults (gemma, a second chat model, only by name)")
+    pull = sub.add_parser("pull", help="download a model from Hugging Face (or a URL) into the models cache")
+    pull.add_argument("repo", metavar="REPO[:QUANT] | URL", help="<user>/<model>[:quant] as -hf takes it, or an http(s) URL")
+    pull.add_argument("-hff", "--hf-file", dest="hf_file", default=None, metavar="FILE", help="this file instead of picking by quant")
+    pull.add_argument("-hft", "--hf-token", dest="hf_token", default=None, metavar="TOKEN", help="access token (default: $HF_TOKEN)")
+    pull.add_argument("--no-mmproj", dest="no_mmproj", action="store_true", help="skip the repository's projector")
+    pull.add_argument("--models-cache", dest="models_cache", default=None, metavar="PATH")
     db = sub.add_parser("db", help="the chat database: status")
     db.add_argument("action", choices=["status"])
     db.add_argument("--chat-db", dest="chat_db", default=None, metavar="PATH")
@@ -153,6 +161,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def pull_main(ns: argparse.Namespace) -> int:
+    """`chimera pull`: download (or find in the cache) and print the local paths."""
+    from .hub import Hub, parse_repo
+    from .models import default_models_dir
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpx2", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    hub = Hub(default_models_dir(ns.models_cache), ns.hf_token)
+    if re.match(r"^https?://", ns.repo):
+        print(hub.fetch_url(ns.repo))
+        return 0
+    repo, quant = parse_repo(ns.repo)
+    got = hub.fetch_repo(repo, quant, ns.hf_file, projector=not ns.no_mmproj)
+    print(got.model)
+    if got.mmproj is not None:
+        print(got.mmproj)
+    return 0
+
+
 def parse_settings(ns: argparse.Namespace) -> Settings:
     cli = {k: v for k, v in vars(ns).items() if k not in ("command", "_accepted")}
     return resolve(cli)
@@ -173,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"chimera: {line}", file=sys.stderr)
             if settings.list_devices:
                 return list_devices()
-            return serve_main(settings)
+            from .hub import fetch_for
+
+            return serve_main(fetch_for(settings))
         if ns.command == "info":
             from .info import collect_info
 
@@ -189,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in (["llm", "embed", "whisper"] if ns.which == "all" else [ns.which]):
                 print(prepare(name, root))
             return 0
+        if ns.command == "pull":
+            return pull_main(ns)
         if ns.command in ("db", "chats"):
             from .store.cli import run_db_command
 

@@ -158,6 +158,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("ssl_cert_file", ("--ssl-cert-file",), "PEM certificate chain for HTTPS", metavar="FILE"),
     Option("no_webui", ("--no-ui", "--no-webui"), "do not serve the web UI at /", kind="flag"),
     Option("webui_path", ("--webui-path", "--path"), "serve the static files of this folder at / instead of the built-in web UI", metavar="DIR"),
+    Option("hf_repo", ("-hf", "-hfr", "--hf-repo"), "download the model from a Hugging Face repository: <user>/<model>[:quant] (quant default Q4_K_M, else the first GGUF); its projector too, unless --no-mmproj", metavar="REPO[:QUANT]"),
+    Option("hf_file", ("-hff", "--hf-file"), "the file to download from --hf-repo (instead of picking by quant)", metavar="FILE"),
+    Option("hf_token", ("-hft", "--hf-token"), "Hugging Face access token (default: $HF_TOKEN)", secret=True),
+    Option("model_url", ("-mu", "--model-url"), "download the model from this URL", metavar="URL"),
+    Option("offline", ("--offline",), "use only models already in the cache: no network access for -hf / -mu", kind="flag"),
+    Option("no_mmproj", ("--no-mmproj", "--no-mmproj-auto"), "with -hf, do not download or use the repository's projector", kind="flag"),
     Option("models_cache", ("--models-cache",), "where prepared default models are kept (default: the user cache dir)", metavar="PATH"),
     Option("models_dir", ("--models-dir",), "a folder of GGUF models served on demand (the request's model picks one); repeatable", kind="list", metavar="DIR"),
     Option("models_preset", ("--models-preset",), "TOML file of per-model options (docs/serve.md)", metavar="FILE"),
@@ -194,6 +200,7 @@ ACCEPTED: tuple[Accepted, ...] = (
     Accepted(("-fit", "--fit"), "use -ngl and -c to size the model", value=True),
     Accepted(("--no-webui-mcp-proxy", "--webui-mcp-proxy", "--ui-mcp-proxy", "--no-ui-mcp-proxy"), "chimera's web UI has no MCP proxy"),
     Accepted(("--webui", "--ui"), "the web UI is on unless --no-webui"),
+    Accepted(("--mmproj-auto",), "with -hf the repository's projector is used unless --no-mmproj"),
     Accepted(("--no-jinja",), "chat templates are always Jinja (rendered in a sandbox)"),
 )
 
@@ -268,6 +275,12 @@ class Settings(BaseModel):
     chat_template: str | None = None
     chat_template_file: Path | None = None
     models_cache: Path | None = None
+    hf_repo: str | None = None
+    hf_file: str | None = None
+    hf_token: str | None = None
+    model_url: str | None = None
+    offline: bool = False
+    no_mmproj: bool = False
     cache_type_k: KvType = "f16"
     cache_type_v: KvType = "f16"
     load_mode: Literal["auto", "none", "mmap", "mlock", "mmap+mlock", "dio"] = "auto"
@@ -369,6 +382,10 @@ class Settings(BaseModel):
             raise ValueError(f"{' and '.join(given)}: give one default constraint")
         if self.cache_type_v not in ("f16", "f32", "bf16") and self.flash_attn == "off":
             raise ValueError(f"--cache-type-v {self.cache_type_v}: a quantized V cache needs flash attention (-fa on or auto)")
+        if sum(1 for v in (self.model, self.hf_repo, self.model_url) if v) > 1:
+            raise ValueError("--model, --hf-repo and --model-url: give one")
+        if self.hf_file and not self.hf_repo:
+            raise ValueError("--hf-file needs --hf-repo")
         if self.parallel == 0:
             raise ValueError("--parallel: give a number of slots, or -1 for auto")
         if self.kv_unified and self.no_kv_unified:
@@ -491,7 +508,10 @@ class Settings(BaseModel):
         secret = {o.dest for o in OPTIONS if o.secret}
         for name, value in self.model_dump(mode="json").items():
             if name in secret:
-                value = ["***"] * len(value) if value else []
+                if isinstance(value, str):
+                    value = "***"
+                else:
+                    value = ["***"] * len(value) if value else []
             out[name] = value
         return out
 
@@ -519,7 +539,8 @@ LLAMA_ENV: dict[str, str] = {
     "threads_http": "LLAMA_ARG_THREADS_HTTP", "cont_batching": "LLAMA_ARG_CONT_BATCHING", "ssl_key_file": "LLAMA_ARG_SSL_KEY_FILE",
     "ssl_cert_file": "LLAMA_ARG_SSL_CERT_FILE", "no_mmap": "LLAMA_ARG_NO_MMAP", "mlock": "LLAMA_ARG_MLOCK",
     "props": "LLAMA_ARG_ENDPOINT_PROPS", "load_mode": "LLAMA_ARG_LOAD_MODE", "slot_save_path": "LLAMA_ARG_SLOT_SAVE_PATH", "sleep_idle_seconds": "LLAMA_ARG_SLEEP_IDLE_SECONDS",
-    "webui_path": "LLAMA_ARG_STATIC_PATH",
+    "webui_path": "LLAMA_ARG_STATIC_PATH", "hf_repo": "LLAMA_ARG_HF_REPO", "hf_file": "LLAMA_ARG_HF_FILE",
+    "hf_token": "HF_TOKEN", "model_url": "LLAMA_ARG_MODEL_URL", "offline": "LLAMA_ARG_OFFLINE",
 }
 
 

@@ -63,6 +63,9 @@ LINES: list[tuple[str, dict[str, Any]]] = [
      {"models_max": 2, "sleep_idle_seconds": 300.0, "no_context_shift": True}),
     ("-m $model.gguf -c 16384 -np 4 -kvu --context-shift --keep -1", {"parallel": 4, "kv_unified": True, "context_shift": True, "n_keep": -1}),
     ("-m $model.gguf -np 2 -no-kvu", {"parallel": 2, "no_kv_unified": True}),
+    ("-hf ggml-org/gemma-3-4b-it-GGUF:Q4_K_M --no-mmproj -hft hf_x --offline --port 8081",
+     {"hf_repo": "ggml-org/gemma-3-4b-it-GGUF:Q4_K_M", "no_mmproj": True, "hf_token": "hf_x", "offline": True, "model": None}),
+    ("-hfr ggml-org/models -hff tinyllamas/stories260K.gguf", {"hf_repo": "ggml-org/models", "hf_file": "tinyllamas/stories260K.gguf"}),
     ("-m $model.gguf --kv-unified-per-slot 4096", {"kv_unified_per_slot": 4096, "ctx_size": 0, "parallel": -1}),
     ("-m $model.gguf -nocb --cache-ram 0 --swa-full --list-devices", {"no_cont_batching": True, "list_devices": True}),
 ]
@@ -169,7 +172,7 @@ def test_the_flags_table_in_serve_md_is_current_and_true() -> None:
     assert re.search(r"Of llama-server's \d+ flags", doc)
 
 
-@pytest.mark.parametrize("unknown", ["-md", "-mu", "-cl", "-hf", "-nkvo", "-ctxcp", "-tdx"])
+@pytest.mark.parametrize("unknown", ["-md", "-cl", "-dr", "-hfd", "-nkvo", "-ctxcp", "-tdx"])
 def test_an_unknown_short_flag_is_never_read_as_a_known_one_with_a_value(unknown: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:  # argparse would read -md as -m d, -cl as -c l
         build_parser().parse_args(["serve", unknown, "x"])
