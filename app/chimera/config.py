@@ -108,6 +108,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("load_mode", ("-lm", "--load-mode"), "how to load the weights: auto | none | mmap | mlock | mmap+mlock | dio (default auto: mmap)"),
     Option("no_mmap", ("--no-mmap",), "read the model into memory instead of mapping it (--load-mode none)", kind="flag"),
     Option("mlock", ("--mlock",), "keep the model in RAM, no swapping (--load-mode mmap+mlock)", kind="flag"),
+    Option("override_kv", ("--override-kv",), "override model metadata: KEY=TYPE:VALUE (types int, float, bool, str), comma-separated or repeated", kind="list", metavar="KEY=TYPE:VALUE"),
     Option("numa", ("--numa",), "NUMA strategy: distribute | isolate | numactl"),
     Option("split_mode", ("-sm", "--split-mode"), "how to split the model over GPUs: none | layer | row | tensor (default layer)"),
     Option("tensor_split", ("-ts", "--tensor-split"), "fraction of the model per GPU, e.g. 3,1", metavar="N0,N1,..."),
@@ -286,6 +287,7 @@ class Settings(BaseModel):
     load_mode: Literal["auto", "none", "mmap", "mlock", "mmap+mlock", "dio"] = "auto"
     no_mmap: bool = False
     mlock: bool = False
+    override_kv: tuple[str, ...] = ()
     numa: Literal["distribute", "isolate", "numactl"] | None = None
     split_mode: Literal["none", "layer", "row", "tensor"] = "layer"
     tensor_split: tuple[float, ...] = ()
@@ -451,6 +453,13 @@ class Settings(BaseModel):
             raise ValueError("no such file")
         return v
 
+    @field_validator("override_kv")
+    @classmethod
+    def _overrides(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            parse_override(item)
+        return v
+
     @field_validator("lora_scaled")
     @classmethod
     def _scaled(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -542,6 +551,32 @@ LLAMA_ENV: dict[str, str] = {
     "webui_path": "LLAMA_ARG_STATIC_PATH", "hf_repo": "LLAMA_ARG_HF_REPO", "hf_file": "LLAMA_ARG_HF_FILE",
     "hf_token": "HF_TOKEN", "model_url": "LLAMA_ARG_MODEL_URL", "offline": "LLAMA_ARG_OFFLINE",
 }
+
+
+def parse_override(item: str) -> tuple[str, str, int | float | bool | str]:
+    """--override-kv's KEY=TYPE:VALUE → (key, type, value); ValueError says what is wrong."""
+    key, eq, rest = item.partition("=")
+    kind, colon, raw = rest.partition(":")
+    if not eq or not colon or not key:
+        raise ValueError(f"{item!r} is not KEY=TYPE:VALUE")
+    if len(key.encode()) > 127:
+        raise ValueError(f"{key!r}: a key has at most 127 bytes")
+    try:
+        if kind == "int":
+            return key, kind, int(raw)
+        if kind == "float":
+            return key, kind, float(raw)
+    except ValueError:
+        raise ValueError(f"{item!r}: {raw!r} is not {'an' if kind == 'int' else 'a'} {kind}") from None
+    if kind == "bool":
+        if raw not in ("true", "false"):
+            raise ValueError(f"{item!r}: a bool is true or false")
+        return key, kind, raw == "true"
+    if kind == "str":
+        if len(raw.encode()) > 127:
+            raise ValueError(f"{item!r}: a str value has at most 127 bytes")
+        return key, kind, raw
+    raise ValueError(f"{item!r}: the type is int, float, bool or str")
 
 
 def _split_list(value: Any) -> list[str]:

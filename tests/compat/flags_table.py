@@ -32,7 +32,6 @@ REFUSED: list[tuple[str, str]] = [
     (r"docker|^-dr$|^-cl$|--cache-list", "Docker Hub models are not supported; `chimera pull` downloads from Hugging Face and lists what it fetched"),
     (r"^--rpc", "RPC devices are not built yet"),
     (r"override-tensor|^-ot|cpu-moe|n-cpu-moe|n-cpu-ffn|^-ncmoe|^-ncffn|^-cmoe", "tensor placement overrides are not built yet"),
-    (r"^--override-kv", "GGUF metadata overrides are not built yet"),
     (r"cache-reuse|checkpoint|ctx-checkpoints|cache-idle",
      "chunk reuse by KV shifting and context checkpoints are not built yet: a slot reuses its cached prefix"),
     (r"control-vector", "control vectors are not supported"),

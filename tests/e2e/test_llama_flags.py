@@ -176,3 +176,20 @@ def test_native_completion_route(start_server: type[Server]) -> None:
     assert '"stop": true' in events[-1] or '"stop":true' in events[-1]
     assert http.post("/completion", json={"prompt": [10**9]}).status_code == 400
     assert http.post("/completion", json={"prompt": ""}).status_code == 400
+
+
+def test_override_kv_changes_the_model_metadata(start_server: type[Server], smollm: Path) -> None:
+    plain = start_server("-m", str(smollm)).wait_ready()
+    s = start_server("-m", str(smollm), "--override-kv", "llama.context_length=int:2048,tokenizer.ggml.add_bos_token=bool:true",
+                     "--override-kv", "general.name=str:renamed").wait_ready()
+    assert plain.http().get("/props").json()["n_ctx"] == 8192
+    assert s.http().get("/props").json()["n_ctx"] == 2048  # -c 0 follows the overridden training context
+
+    def toks(srv: Server) -> list[int]:
+        return list(srv.http().post("/tokenize", json={"content": "hello", "add_special": True}).json()["tokens"])
+
+    assert len(toks(s)) == len(toks(plain)) + 1  # a BOS token where the model adds none
+    for bad, message in (("llama.context_length=integer:5", "int, float, bool or str"), ("x=bool:maybe", "true or false"),
+                         ("nokind", "KEY=TYPE:VALUE"), ("x=int:abc", "is not an int")):
+        p = start_server("-m", str(smollm), "--override-kv", bad)
+        assert p.proc.wait(60) == 2 and message in p.output() and "--override-kv" in p.output()

@@ -89,13 +89,15 @@ def plan_context(ctx_size: int, parallel: int, kv_unified: bool | None, per_slot
     return ContextPlan(each * n_slots, n_slots, False, each, note)
 
 
-def plan_for(settings: Settings, meta: Callable[[str], Any], available: int | None) -> ContextPlan:
-    """plan_context for a generation model with these settings and GGUF metadata."""
+def plan_for(settings: Settings, meta: Callable[[str], Any], available: int | None, train: int | None = None) -> ContextPlan:
+    """plan_context for a generation model with these settings and GGUF metadata (`train`: the
+    training context as the loaded model has it, --override-kv applied; else from `meta`)."""
     arch = str(meta("general.architecture") or "")
-    try:
-        train = int(meta(f"{arch}.context_length") or 0)
-    except (TypeError, ValueError):
-        train = 0
+    if train is None:
+        try:
+            train = int(meta(f"{arch}.context_length") or 0)
+        except (TypeError, ValueError):
+            train = 0
     kv = kv_bytes_per_token(meta, settings.cache_type_k, settings.cache_type_v)
     return plan_context(settings.ctx_size, settings.parallel, settings.unified_kv(), settings.kv_unified_per_slot,
                         train, kv, available)

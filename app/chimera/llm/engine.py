@@ -143,7 +143,7 @@ class Engine:
                 n_ctx_slot = min(n_ctx_slot, model.n_ctx_train)
             plan = ContextPlan(n_ctx_slot * settings.n_slots(), settings.n_slots(), True, n_ctx_slot)
         else:
-            plan = plan_for(settings, model.meta, memory_for_cache(model.size()))
+            plan = plan_for(settings, model.meta, memory_for_cache(model.size()), model.n_ctx_train)
             if plan.note:
                 log.warning("model %s: %s", path.name, plan.note)
         p.n_ctx = plan.n_ctx

@@ -59,11 +59,12 @@ class Placement:
     main_gpu: int = 0
     tensor_split: tuple[float, ...] = ()
     devices: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()  # --override-kv KEY=TYPE:VALUE
 
     @classmethod
     def of(cls, settings: Settings) -> Placement:
         return cls(settings.n_gpu_layers, settings.load_mode, not settings.no_mmap, settings.mlock, settings.numa,
-                   settings.split_mode, settings.main_gpu, settings.tensor_split, settings.device)
+                   settings.split_mode, settings.main_gpu, settings.tensor_split, settings.device, settings.override_kv)
 
     def load_mode(self) -> int:
         """--load-mode, or what the older --no-mmap / --mlock ask for."""
@@ -89,6 +90,29 @@ def _devices(native: Native, names: tuple[str, ...]) -> Any:
             raise RuntimeError(f"--device: no device {name!r} (this build has: {', '.join(sorted(found)) or 'none'}; see --list-devices)")
         picked.append(found[name.lower()])
     return (ctypes.c_void_p * (len(picked) + 1))(*picked, None)
+
+
+KV_OVERRIDE_TAGS = {"int": 0, "float": 1, "bool": 2, "str": 3}  # enum llama_model_kv_override_type
+
+
+def _kv_overrides(ll: Any, items: tuple[str, ...]) -> Any:
+    """An array of llama_model_kv_override for llama.cpp, ended by an entry with an empty key."""
+    from ..config import parse_override
+
+    arr = (ll.llama_model_kv_override * (len(items) + 1))()
+    for entry, item in zip(arr, items):
+        key, kind, value = parse_override(item)
+        entry.key = key.encode()
+        entry.tag = KV_OVERRIDE_TAGS[kind]
+        if kind == "int":
+            entry.value.val_i64 = int(value)
+        elif kind == "float":
+            entry.value.val_f64 = float(value)
+        elif kind == "bool":
+            entry.value.val_bool = bool(value)
+        else:
+            entry.value.val_str = str(value).encode()
+    return arr
 
 
 class Model:
@@ -131,6 +155,10 @@ class Model:
             devs = _devices(native, place.devices)
             keep.append(devs)
             params.devices = ctypes.addressof(devs)
+        if place.overrides:
+            arr = _kv_overrides(ll, place.overrides)
+            keep.append(arr)
+            params.kv_overrides = ctypes.cast(arr, ctypes.POINTER(ll.llama_model_kv_override))
         report = _progress_reporter(path.name)
 
         @ll.llama_progress_callback
