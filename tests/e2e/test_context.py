@@ -46,7 +46,7 @@ def test_long_prompts_at_once_take_turns_in_the_shared_cache(start_server: type[
     s = start_server("-m", str(smollm), "-c", "2048").wait_ready()  # 4 slots sharing 2048 cells
 
     def one(k: int) -> dict[str, object]:
-        r = s.http().post("/v1/chat/completions", timeout=300, json={
+        r = s.http().post("/v1/chat/completions", timeout=600, json={
             "messages": [{"role": "user", "content": f"Request {k}. " + listing(80, k)}], "max_tokens": 24, "temperature": 0})
         assert r.status_code == 200, r.text
         return dict(r.json())
@@ -57,19 +57,23 @@ def test_long_prompts_at_once_take_turns_in_the_shared_cache(start_server: type[
     assert all(o["choices"][0]["message"]["content"] for o in out)  # type: ignore[index]
     assert metric(s, "chimera_llm_kv_cache_full_total") >= 1
 
-    # generations that outgrow the shared cache: the longest ends with finish_reason length, the
-    # other runs to its max_tokens
-    def gen(k: int) -> dict[str, object]:
-        r = s.http().post("/v1/completions", timeout=300, json={
-            "prompt": f"Story {k}: " + listing(30, k), "max_tokens": 1500, "ignore_eos": True, "temperature": 0})
+
+
+def test_generations_that_outgrow_the_shared_cache_end_the_longest(start_server: type[Server], smollm: Path) -> None:
+    s = start_server("-m", str(smollm), "-c", "512").wait_ready()  # 4 slots sharing 512 cells
+
+    def gen(k: int) -> dict[str, object]:  # each fits alone (~60 + 400 tokens), two at once do not
+        r = s.http().post("/v1/completions", timeout=600, json={
+            "prompt": f"Story {k}: " + listing(6, k), "max_tokens": 400, "ignore_eos": True, "temperature": 0})
         assert r.status_code == 200, r.text
         return dict(r.json())
 
     with cf.ThreadPoolExecutor(2) as pool:
         a, b = pool.map(gen, range(2))
     done = sorted([a["usage"]["completion_tokens"], b["usage"]["completion_tokens"]])  # type: ignore[index]
-    assert done[1] == 1500 and done[0] < 1500
+    assert done[1] == 400 and done[0] < 400  # the longest ended early; the other ran to its max_tokens
     assert sorted([a["choices"][0]["finish_reason"], b["choices"][0]["finish_reason"]]) == ["length", "length"]  # type: ignore[index]
+    assert metric(s, "chimera_llm_kv_cache_full_total") >= 1
 
 
 @pytest.mark.parametrize(("flags", "expect"), [
@@ -92,13 +96,13 @@ def test_context_shift_keeps_a_generation_going(start_server: type[Server], smol
     plain = start_server("-m", str(smollm), "-c", "256", "-np", "1").wait_ready()
     r = plain.http().post("/v1/completions", json=body)
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
-    r = plain.http().post("/v1/completions", json={**body, "max_tokens": None})  # no limit: ends at the context's end
+    r = plain.http().post("/v1/completions", json={**body, "max_tokens": None}, timeout=600)  # no limit: ends at the context's end
     assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"
     assert r.json()["usage"]["completion_tokens"] < 256
 
     for keep in ("0", "-1"):
         s = start_server("-m", str(smollm), "-c", "256", "-np", "1", "--context-shift", "--keep", keep).wait_ready()
-        r = s.http().post("/v1/completions", json=body, timeout=300)
+        r = s.http().post("/v1/completions", json=body, timeout=600)
         assert r.status_code == 200, r.text
         out = r.json()
         assert out["usage"]["completion_tokens"] == 600 and out["choices"][0]["finish_reason"] == "length"
