@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-$(BACKEND)
 ARGS    ?=
 
-.PHONY: setup serve test test-unit models browser ui-shots bench bench-gpu binary binary-onefile test-binary release lint clean
+.PHONY: setup serve test test-unit models browser ui-shots bench bench-gpu compat binary binary-onefile test-binary release lint clean
 
 $(STAMP): pyproject.toml native/versions.env native/cmake-args.sh native/patches.sh native/build-wheels.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,6 +52,12 @@ bench: setup models
 	$(BIN)/python tests/bench/run.py --write docs/benchmarks.md $(BENCH_ARGS)
 	$(BIN)/python tests/bench/models.py --write docs/benchmarks.md
 	$(BIN)/python tests/bench/persist.py
+
+# llama.cpp's own server tests (tools/server/tests of the vendored llama.cpp) against llama-server and
+# against chimera, with local stand-ins for the hub models: docs/compat.md (tests/compat/run.py).
+# COMPAT_ARGS: e.g. unit/test_tokenize.py, -k EXPR, --target chimera
+compat: setup models
+	$(BIN)/python tests/compat/run.py --write docs/compat.md $(COMPAT_ARGS)
 
 # the GPU comparison (a CUDA toolkit and an NVIDIA GPU): CUDA wheels, a random Llama-3.2-1B-shaped
 # f16 model, llama-server and llama-batched-bench built with CUDA, 1 / 8 / 32 streaming clients
