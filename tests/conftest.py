@@ -62,6 +62,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def load_error(s: Server, timeout: float = 60) -> str:
+    """The error /health reports once the server's model has failed to load."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            h = httpx.get(s.base + "/health")
+            if h.status_code == 503 and h.json().get("status") == "error":
+                return str(h.json()["error"])
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, s.output()
+        time.sleep(0.1)
+
+
 class Server:
     """`chimera serve` as a real child process on a free port."""
 

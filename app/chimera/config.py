@@ -19,6 +19,10 @@ from .errors import ConfigError
 from .templates import BUILTIN_TEMPLATES
 
 DEFAULT_SLOTS = 4  # -np auto, as llama-server
+# --spec-type: llama-server's names; the ones built here, and the others
+SPEC_TYPES = ("none", "draft-simple", "ngram-simple")
+NOT_BUILT = ("draft-eagle3", "draft-mtp", "draft-dflash", "draft-dspark", "ngram-map-k", "ngram-map-k4v", "ngram-mod",
+             "ngram-cache")
 KvType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 
 
@@ -124,6 +128,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("yarn_attn_factor", ("--yarn-attn-factor",), "YaRN: attention magnitude scale"),
     Option("yarn_beta_slow", ("--yarn-beta-slow",), "YaRN: high correction dim or alpha"),
     Option("yarn_beta_fast", ("--yarn-beta-fast",), "YaRN: low correction dim or beta"),
+    # speculative decoding
+    Option("model_draft", ("-md", "--model-draft", "--spec-draft-model"), "draft model for speculative decoding (same tokenizer as -m); implies --spec-type draft-simple", metavar="PATH"),
+    Option("spec_type", ("--spec-type",), "speculative decoding: none | draft-simple (with -md) | ngram-simple (no model: repeats of earlier text)", kind="list", metavar="TYPE"),
+    Option("draft_max", ("--spec-draft-n-max", "--draft-max", "--draft", "--draft-n"), "most tokens drafted a step (default 3)"),
+    Option("draft_min", ("--spec-draft-n-min", "--draft-min", "--draft-n-min"), "fewest drafted tokens worth checking; shorter drafts are dropped (default 0)"),
+    Option("draft_p_min", ("--spec-draft-p-min", "--draft-p-min"), "the draft model stops where its top probability falls below this (default 0.0)"),
+    Option("n_gpu_layers_draft", ("-ngld", "--spec-draft-ngl", "--gpu-layers-draft", "--n-gpu-layers-draft"), "draft model layers on a GPU (default: as -ngl)"),
+    Option("ctx_size_draft", ("-cd", "--ctx-size-draft"), "the draft model's context (default: the model's)"),
+    Option("device_draft", ("-devd", "--device-draft", "--spec-draft-device"), "devices for the draft model (default: as --device)", kind="list", metavar="DEV"),
+    Option("cache_type_k_draft", ("-ctkd", "--cache-type-k-draft", "--spec-draft-type-k"), "KV cache type for K of the draft model (default f16)"),
+    Option("cache_type_v_draft", ("-ctvd", "--cache-type-v-draft", "--spec-draft-type-v"), "KV cache type for V of the draft model (default f16)"),
+    Option("threads_draft", ("-td", "--threads-draft", "--spec-draft-threads"), "threads for the draft model (default: --threads)"),
+    Option("threads_batch_draft", ("-tbd", "--threads-batch-draft", "--spec-draft-threads-batch"), "threads for the draft model's prompt processing (default: --threads-draft)"),
+    Option("spec_ngram_simple_size_n", ("--spec-ngram-simple-size-n",), "ngram-simple: tokens looked up (default 12)"),
+    Option("spec_ngram_simple_size_m", ("--spec-ngram-simple-size-m",), "ngram-simple: most tokens drafted from a match (default 48)"),
+    Option("spec_ngram_simple_min_hits", ("--spec-ngram-simple-min-hits",), "ngram-simple: matches needed (only 1, the default, is supported)"),
     # server-wide generation defaults, which each request may override
     Option("n_predict", ("-n", "--n-predict", "--predict"), "tokens to generate when a request says nothing (default -1: until the context is full)"),
     Option("temp", ("--temp", "--temperature"), "default temperature (0.8)"),
@@ -288,6 +308,21 @@ class Settings(BaseModel):
     no_mmap: bool = False
     mlock: bool = False
     override_kv: tuple[str, ...] = ()
+    model_draft: Path | None = None
+    spec_type: tuple[str, ...] = ()
+    draft_max: int = Field(3, ge=0, le=256)
+    draft_min: int = Field(0, ge=0, le=256)
+    draft_p_min: float = Field(0.0, ge=0.0, le=1.0)
+    n_gpu_layers_draft: int | None = Field(None, ge=-1)
+    ctx_size_draft: int = Field(0, ge=0)
+    device_draft: tuple[str, ...] = ()
+    cache_type_k_draft: KvType = "f16"
+    cache_type_v_draft: KvType = "f16"
+    threads_draft: int | None = Field(None, ge=1)
+    threads_batch_draft: int | None = Field(None, ge=1)
+    spec_ngram_simple_size_n: int = Field(12, ge=1, le=1024)
+    spec_ngram_simple_size_m: int = Field(48, ge=1, le=1024)
+    spec_ngram_simple_min_hits: int = Field(1, ge=1, le=1)
     numa: Literal["distribute", "isolate", "numactl"] | None = None
     split_mode: Literal["none", "layer", "row", "tensor"] = "layer"
     tensor_split: tuple[float, ...] = ()
@@ -388,6 +423,8 @@ class Settings(BaseModel):
             raise ValueError("--model, --hf-repo and --model-url: give one")
         if self.hf_file and not self.hf_repo:
             raise ValueError("--hf-file needs --hf-repo")
+        if "draft-simple" in self.spec_type and self.model_draft is None:
+            raise ValueError("--spec-type draft-simple needs a draft model (-md)")
         if self.parallel == 0:
             raise ValueError("--parallel: give a number of slots, or -1 for auto")
         if self.kv_unified and self.no_kv_unified:
@@ -452,6 +489,37 @@ class Settings(BaseModel):
         if v is not None and not v.is_file():
             raise ValueError("no such file")
         return v
+
+    @field_validator("n_gpu_layers_draft", mode="before")
+    @classmethod
+    def _ngl_draft(cls, v: Any) -> Any:
+        return {"auto": None, "all": 999}.get(v, v) if isinstance(v, str) else v
+
+    @field_validator("model_draft")
+    @classmethod
+    def _draft_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+    @field_validator("spec_type")
+    @classmethod
+    def _spec_types(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if name in NOT_BUILT:
+                raise ValueError(f"{name} is not supported here; use draft-simple (with -md) or ngram-simple")
+            if name not in SPEC_TYPES:
+                raise ValueError(f"unknown type {name!r} (none, draft-simple, ngram-simple)")
+        if len([n for n in v if n != "none"]) > 1:
+            raise ValueError("give one of draft-simple and ngram-simple")
+        return v
+
+    def spec_kinds(self) -> tuple[str, ...]:
+        """The speculative decoding in use: --spec-type, or draft-simple when -md is given."""
+        kinds = tuple(n for n in self.spec_type if n != "none")
+        if not kinds and self.model_draft is not None and "none" not in self.spec_type:
+            return ("draft-simple",)
+        return kinds
 
     @field_validator("override_kv")
     @classmethod
@@ -549,7 +617,10 @@ LLAMA_ENV: dict[str, str] = {
     "ssl_cert_file": "LLAMA_ARG_SSL_CERT_FILE", "no_mmap": "LLAMA_ARG_NO_MMAP", "mlock": "LLAMA_ARG_MLOCK",
     "props": "LLAMA_ARG_ENDPOINT_PROPS", "load_mode": "LLAMA_ARG_LOAD_MODE", "slot_save_path": "LLAMA_ARG_SLOT_SAVE_PATH", "sleep_idle_seconds": "LLAMA_ARG_SLEEP_IDLE_SECONDS",
     "webui_path": "LLAMA_ARG_STATIC_PATH", "hf_repo": "LLAMA_ARG_HF_REPO", "hf_file": "LLAMA_ARG_HF_FILE",
-    "hf_token": "HF_TOKEN", "model_url": "LLAMA_ARG_MODEL_URL", "offline": "LLAMA_ARG_OFFLINE",
+    "model_draft": "LLAMA_ARG_SPEC_DRAFT_MODEL", "spec_type": "LLAMA_ARG_SPEC_TYPE", "draft_max": "LLAMA_ARG_SPEC_DRAFT_N_MAX",
+    "draft_min": "LLAMA_ARG_SPEC_DRAFT_N_MIN", "draft_p_min": "LLAMA_ARG_SPEC_DRAFT_P_MIN",
+    "n_gpu_layers_draft": "LLAMA_ARG_N_GPU_LAYERS_DRAFT", "cache_type_k_draft": "LLAMA_ARG_SPEC_DRAFT_CACHE_TYPE_K",
+    "cache_type_v_draft": "LLAMA_ARG_SPEC_DRAFT_CACHE_TYPE_V", "hf_token": "HF_TOKEN", "model_url": "LLAMA_ARG_MODEL_URL", "offline": "LLAMA_ARG_OFFLINE",
 }
 
 

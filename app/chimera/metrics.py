@@ -40,6 +40,9 @@ class Metrics:
                                     "Times the shared KV cache had no room: a prompt put back in the queue or a generation ended", m, registry=r)
         self.context_shifts = Counter("chimera_llm_context_shifts_total", "Generations shifted at the end of their context (--context-shift)",
                                       m, registry=r)
+        self.draft_tokens = Counter("chimera_llm_draft_tokens_total", "Speculative decoding: tokens drafted", m, registry=r)
+        self.draft_accepted = Counter("chimera_llm_draft_accepted_tokens_total", "Speculative decoding: drafted tokens the model accepted",
+                                      m, registry=r)
         self.ttft = Histogram(
             "chimera_llm_time_to_first_token_seconds", "Time from admission to the first generated token", m,
             buckets=LATENCY_BUCKETS, registry=r,
@@ -81,6 +84,9 @@ class Metrics:
              "chimera_llm_cached_prompt_tokens_total"),
             ("counter", "tokens_predicted_total", "Number of generation tokens processed", "chimera_llm_generated_tokens_total"),
             ("counter", "n_decode_total", "Total number of llama_decode() calls", "chimera_llm_step_seconds_count"),
+            ("counter", "spec_decode_num_draft_tokens_total", "Speculative: Total draft tokens generated", "chimera_llm_draft_tokens_total"),
+            ("counter", "spec_decode_num_accepted_tokens_total", "Speculative: Total draft tokens accepted by the target model",
+             "chimera_llm_draft_accepted_tokens_total"),
             ("gauge", "predicted_tokens_seconds", "Average generation throughput in tokens/s",
              "chimera_llm_generation_tokens_per_second"),
             ("gauge", "requests_processing", "Number of requests processing", "chimera_llm_slots_busy"),
@@ -109,6 +115,8 @@ class ModelMetrics:
         self.kv_ratio = metrics.kv_ratio.labels(model)
         self.ttft = metrics.ttft.labels(model)
         self.context_full = metrics.context_full.labels(model)
+        self.draft_tokens = metrics.draft_tokens.labels(model)
+        self.draft_accepted = metrics.draft_accepted.labels(model)
         self.context_shifts = metrics.context_shifts.labels(model)
         self.step_seconds = metrics.step_seconds.labels(model)
         self.decode_seconds = metrics.decode_seconds.labels(model)

@@ -26,8 +26,11 @@ from chimera.config import ACCEPTED  # noqa: E402
 REFUSED: list[tuple[str, str]] = [
     (r"^--(help|usage|version|completion-bash)$|^-h$", "chimera has its own `--help` and `--version`"),
     (r"cpu-mask|cpu-range|cpu-strict|^--prio|^--poll|^-C", "thread affinity, priority and polling: llama.cpp's defaults are used"),
-    (r"spec|draft|^-md$|^-hfd|^-td|^-ngld|^-devd|^-cd$|^-otd|^-cmoed|^-ncmoed|^-ctkd|^-ctvd",
-     "speculative decoding is not built yet"),
+    (r"^-hfd|hf-repo-draft|spec-draft-hf", "a draft model from the hub: `chimera pull` it, then `-md PATH`"),
+    (r"spec-ngram-mod|spec-ngram-map|spec-synth|p-split|backend-sampling|draft-cpu|draft-prio|draft-poll|-Cd$|-Crd$|-Cbd$|"
+     r"override-tensor-draft|^-otd|cpu-moe-draft|n-cpu-moe-draft|^-cmoed|^-ncmoed|spec-draft-.*(moe|override)|^--spec-ngram-size|"
+     r"^--spec-ngram-min-hits",
+     "speculative decoding here is draft-simple and ngram-simple; this option belongs to another kind or to thread placement"),
     (r"hf-repo-v|hf-file-v|^-hfv|^-hffv", "text-to-speech vocoders are not supported"),
     (r"docker|^-dr$|^-cl$|--cache-list", "Docker Hub models are not supported; `chimera pull` downloads from Hugging Face and lists what it fetched"),
     (r"^--rpc", "RPC devices are not built yet"),

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import REPO, Server, shared_model
+from conftest import REPO, Server, load_error, shared_model
 
 TINY = "tiny-random-smollm2-vocab.gguf"
 
@@ -24,20 +24,6 @@ def ask(s: Server, **body: object) -> dict[str, object]:
     r = s.http().post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Tell me about the sea"}], **body})
     assert r.status_code == 200, r.text
     return dict(r.json())
-
-
-def load_error(s: Server, timeout: float = 60) -> str:
-    """The error /health reports once the server's model has failed to load."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            h = httpx.get(s.base + "/health")
-            if h.status_code == 503 and h.json().get("status") == "error":
-                return str(h.json()["error"])
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, s.output()
-        time.sleep(0.1)
 
 
 def content(r: dict[str, object]) -> str:

@@ -65,6 +65,10 @@ LINES: list[tuple[str, dict[str, Any]]] = [
     ("-m $model.gguf -np 2 -no-kvu", {"parallel": 2, "no_kv_unified": True}),
     ("-hf ggml-org/gemma-3-4b-it-GGUF:Q4_K_M --no-mmproj -hft hf_x --offline --port 8081",
      {"hf_repo": "ggml-org/gemma-3-4b-it-GGUF:Q4_K_M", "no_mmproj": True, "hf_token": "hf_x", "offline": True, "model": None}),
+    ("-m $model.gguf -md $mmproj.gguf --draft-max 16 --draft-min 2 --draft-p-min 0.6 -ngld 99 -ctkd q8_0",
+     {"model_draft": "$mmproj.gguf", "draft_max": 16, "draft_min": 2, "draft_p_min": 0.6, "n_gpu_layers_draft": 99, "cache_type_k_draft": "q8_0"}),
+    ("-m $model.gguf --spec-type ngram-simple --spec-ngram-simple-size-n 8 --spec-ngram-simple-size-m 32 -ngld all",
+     {"spec_type": ("ngram-simple",), "spec_ngram_simple_size_n": 8, "spec_ngram_simple_size_m": 32, "n_gpu_layers_draft": 999}),
     ("-hfr ggml-org/models -hff tinyllamas/stories260K.gguf", {"hf_repo": "ggml-org/models", "hf_file": "tinyllamas/stories260K.gguf"}),
     ("-m $model.gguf --kv-unified-per-slot 4096", {"kv_unified_per_slot": 4096, "ctx_size": 0, "parallel": -1}),
     ("-m $model.gguf -nocb --cache-ram 0 --swa-full --list-devices", {"no_cont_batching": True, "list_devices": True}),
@@ -172,7 +176,7 @@ def test_the_flags_table_in_serve_md_is_current_and_true() -> None:
     assert re.search(r"Of llama-server's \d+ flags", doc)
 
 
-@pytest.mark.parametrize("unknown", ["-md", "-cl", "-dr", "-hfd", "-nkvo", "-ctxcp", "-tdx"])
+@pytest.mark.parametrize("unknown", ["-mdx", "-cl", "-dr", "-hfd", "-nkvo", "-ctxcp", "-tdx"])
 def test_an_unknown_short_flag_is_never_read_as_a_known_one_with_a_value(unknown: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:  # argparse would read -md as -m d, -cl as -c l
         build_parser().parse_args(["serve", unknown, "x"])

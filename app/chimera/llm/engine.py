@@ -41,6 +41,7 @@ from .model import Model, Placement
 from .placement import choose_slot
 from .sampling import build_chain
 from .sequence import Delta, Finished, Sequence
+from .speculative import Drafter, DraftLimits, DraftRequest, make_drafter
 from .stepper import Slot, Stepper
 
 log = logging.getLogger("chimera.engine")
@@ -105,6 +106,8 @@ class Engine:
         self.context_shift = settings.context_shift and not settings.embeddings and self.stepper.can_shift()
         self.stepper.context_shift = self.context_shift
         self._hold_admission = False  # a sequence was put back for lack of cells: admit none until one ends
+        self.drafter: Drafter | None = None  # speculative decoding (--spec-type, -md)
+        self.draft_defaults = DraftLimits(settings.draft_max, settings.draft_min, settings.draft_p_min)
         self.template = ChatTemplate.select(
             model.chat_template(), settings.chat_template, settings.chat_template_file, model.bos_token(), model.eos_token()
         )
@@ -177,6 +180,12 @@ class Engine:
             plan = ContextPlan(n_ctx, plan.n_slots, plan.unified, min(plan.n_ctx_slot, per_seq) if plan.unified else per_seq,
                                plan.note)
         engine = cls(settings, model, ctx, metrics, plan)
+        if not settings.embeddings and settings.spec_kinds():
+            try:
+                engine.drafter = make_drafter(settings, model, plan.n_slots, plan.n_ctx, plan.unified)
+            except BaseException:
+                engine.close()
+                raise
         engine.ranking = settings.embeddings and int(ll.llama_pooling_type(ctx)) == 4
         if settings.mmproj is not None and not settings.embeddings:
             import llama_cpp.mtmd_cpp as mt
@@ -213,6 +222,9 @@ class Engine:
             mt.mtmd_free(self.stepper.mtmd)
             self.stepper.mtmd = None
         self.stepper.close()
+        if self.drafter is not None:
+            self.drafter.close()
+            self.drafter = None
         if self.ctx:
             self.ll.llama_free(self.ctx)
             self.ctx = None
@@ -433,8 +445,11 @@ class Engine:
                 if not self._work.is_set() and not self.waiting:
                     self._work.wait()
                 continue
+            drafts = self._draft(active, room) if self.drafter is not None else None
+            if drafts and room is not None:
+                room -= sum(len(d) for d in drafts.values())
             try:
-                results = self.stepper.step(active, room)
+                results = self.stepper.step(active, room, drafts)
             except ChimeraError as e:
                 log.error("%s", e)
                 for slot in active:
@@ -510,6 +525,43 @@ class Engine:
         self.ll.llama_set_adapters_lora(self.ctx, arr if used else None, len(used), scales if used else None)
         self._lora_active = key
 
+    # -- speculative decoding -----------------------------------------------------------------
+    def _draft(self, active: list[Slot], room: int | None) -> dict[int, list[int]]:
+        """Engine thread: drafts for the generating slots that speculate, within the batch, the
+        slot's context, the request's max_tokens and (shared cache) the free cells."""
+        assert self.drafter is not None
+        reqs: list[DraftRequest] = []
+        gen = [s for s in active if s.seq is not None and not s.seq.prefilling]
+        budget = self.n_batch - len(gen)
+        if room is not None:
+            budget = min(budget, room)
+        for slot in gen:
+            seq = slot.seq
+            assert seq is not None
+            lim = seq.draft
+            if lim is None or lim.n_max <= 0:
+                continue
+            n = lim.n_max if self.drafter.kind == "draft-simple" else max(lim.n_max, self.settings.spec_ngram_simple_size_m)
+            if seq.max_tokens >= 0:
+                n = min(n, seq.max_tokens - len(seq.generated) - 1)
+            n = min(n, self.n_ctx_slot - len(slot.cache) - 2)
+            if n < max(1, lim.n_min):
+                continue
+            if self.drafter.kind == "ngram-simple" and seq.ngram is None:
+                seq.ngram = self.drafter.new_index()  # type: ignore[attr-defined]
+            reqs.append(DraftRequest(slot.id, slot.cache + [seq.last_token], seq.prompt + seq.generated, n, lim.p_min, seq.ngram))
+        if not reqs:
+            return {}
+        out: dict[int, list[int]] = {}
+        for r, d in zip(reqs, self.drafter.draft(reqs)):
+            seq = self.slots[r.slot_id].seq
+            assert seq is not None and seq.draft is not None
+            d = d[: max(0, budget)]
+            if d and len(d) >= seq.draft.n_min:
+                out[r.slot_id] = d
+                budget -= len(d)
+        return out
+
     # -- room in the KV cache -----------------------------------------------------------------
     def _fit(self, active: list[Slot]) -> tuple[list[Slot], int | None]:
         """Engine thread, before a step: make the cells it needs. Shifts a generation at the end
@@ -536,6 +588,8 @@ class Engine:
             free += len(idle.cache)
             self.stepper.seq_rm(self.stepper.mem, idle.id, -1, -1)
             idle.cache.clear()
+            if self.drafter is not None:
+                self.drafter.forget(idle.id)
         while free < len(gen) + (1 if pre else 0) and len(pre) > (0 if gen else 1):
             young = pre.pop()  # the last admitted gives way: it reads its prompt again later
             free += self._put_back(young)
@@ -546,6 +600,8 @@ class Engine:
             self._finish(longest, "length")
             self.stepper.seq_rm(self.stepper.mem, longest.id, -1, -1)
             longest.cache.clear()
+            if self.drafter is not None:
+                self.drafter.forget(longest.id)
             self.metrics.context_full.inc()
         return gen + pre, max(0, free - len(gen))
 
@@ -556,6 +612,8 @@ class Engine:
         n = len(slot.cache)
         self.stepper.seq_rm(self.stepper.mem, slot.id, -1, -1)
         slot.cache.clear()
+        if self.drafter is not None:
+            self.drafter.forget(slot.id)
         slot.seq = None
         seq.slot = None
         seq.n_prompt_done = seq.n_cached = 0
@@ -609,8 +667,9 @@ class Engine:
                 self._outbox.append((seq, delta))
             if finish is not None:
                 self._finish(slot, finish)
-        self.metrics.generated_tokens.inc(len(results))
-        self._gen_window.append((now, len(results)))
+        n = sum(len(delta.tokens) for _, delta, _ in results)
+        self.metrics.generated_tokens.inc(n)
+        self._gen_window.append((now, n))
 
     def _finish(self, slot: Slot, reason: str, error: Exception | None = None) -> None:
         seq = slot.seq

@@ -7,6 +7,7 @@ Knows nothing of HTTP or of any API's shapes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 import uuid
@@ -40,6 +41,7 @@ class GenerationSpec:
     n_probs: int = 0  # log-probabilities of this many alternatives per token
     cache_prompt: bool = True
     lora: list[tuple[int, float]] = field(default_factory=list)  # (adapter id, scale) for this request
+    draft: dict[str, Any] = field(default_factory=dict)  # speculative decoding: n_max, n_min, p_min over the server's
 
 
 @dataclass
@@ -110,6 +112,9 @@ class Generation:
                 engine.model.check_tokens(p, param)
             engine.check_fits(len(p), limit, param)
         lora_key = engine.lora_key(spec.lora)
+        draft = None
+        if engine.drafter is not None:
+            draft = dataclasses.replace(engine.draft_defaults, **spec.draft)
         send, self.receive = trio.open_memory_channel[Delta | Finished](math.inf)
         self.seqs: list[Sequence] = []
         with send:
@@ -119,7 +124,7 @@ class Generation:
                         prompt=p, params=copy.copy(spec.sampling), max_tokens=limit,
                         stops=list(spec.stops), n_probs=spec.n_probs, cache_prompt=spec.cache_prompt,
                         index=i * spec.n + j, send=send.clone(), render_special=render_special, lora_key=lora_key,
-                        media=media.media if media is not None else {},
+                        media=media.media if media is not None else {}, draft=draft,
                     ))
             engine.submit(self.seqs)
         self.id = ""

@@ -77,6 +77,11 @@ class Sequence:
     generated: list[int] = field(default_factory=list)
     last_token: int = -1
     batch_index: int = -1
+    draft: Any = None  # DraftLimits: how far this sequence speculates (None: not at all)
+    draft_tokens: list[int] = field(default_factory=list)  # the draft decoded in this step
+    ngram: Any = None  # its n-gram index, for ngram-simple
+    n_drafted: int = 0
+    n_accepted: int = 0
     finish_reason: str | None = None
     cancelled: bool = False
     t_submit: float = field(default_factory=time.perf_counter)
@@ -134,4 +139,4 @@ class Sequence:
             "predicted_ms": round(gen_ms, 3),
             "predicted_per_token_ms": round(gen_ms / n_gen, 3) if n_gen else 0.0,
             "predicted_per_second": round(n_gen / gen_ms * 1000, 2) if gen_ms else 0.0,
-        }
+        } | ({"draft_n": self.n_drafted, "draft_n_accepted": self.n_accepted} if self.n_drafted else {})

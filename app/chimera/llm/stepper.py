@@ -84,20 +84,28 @@ class Stepper:
         del slot.cache[keep : keep + discard]
         self.metrics.context_shifts.inc()
 
-    def step(self, active: list[Slot], room: int | None = None) -> list[tuple[Slot, Delta, str | None]]:
+    def step(self, active: list[Slot], room: int | None = None,
+             drafts: dict[int, list[int]] | None = None) -> list[tuple[Slot, Delta, str | None]]:
         """One decode for every active slot, then sample the ones whose logits were computed.
-        `room`: most prompt tokens the step may read (cells free in a shared cache)."""
+        `room`: most prompt tokens the step may read (cells free in a shared cache); `drafts`:
+        speculated tokens by slot id, decoded after the slot's last token and checked."""
         n = 0
         sampled: list[Slot] = []
-        for slot in active:  # the next token of every generating slot first
+        for slot in active:  # the next token of every generating slot first, with its draft
             seq = slot.seq
             assert seq is not None
             if not seq.prefilling:
-                self.add(n, seq.last_token, len(slot.cache), slot.id, True)
-                slot.cache.append(seq.last_token)
+                pos = len(slot.cache)
+                self.add(n, seq.last_token, pos, slot.id, True)
                 seq.batch_index = n
-                sampled.append(slot)
                 n += 1
+                seq.draft_tokens = drafts.get(slot.id, []) if drafts else []
+                for k, tok in enumerate(seq.draft_tokens):
+                    self.add(n, tok, pos + 1 + k, slot.id, True)
+                    n += 1
+                slot.cache.append(seq.last_token)
+                slot.cache.extend(seq.draft_tokens)
+                sampled.append(slot)
         limit = self.n_batch if room is None else min(self.n_batch, n + room)
         for slot in active:  # then prompt chunks, up to n_batch
             seq = slot.seq
@@ -159,13 +167,44 @@ class Stepper:
         self.metrics.prompt_tokens.inc(m.n_tokens)
 
     def sample(self, slot: Slot, seq: Sequence, now: float) -> tuple[Slot, Delta, str | None]:
+        """The slot's next token; with a draft, one token per drafted position for as long as
+        the model's own samples agree with the draft (then the KV of the rest is dropped)."""
+        drafts, seq.draft_tokens = seq.draft_tokens, []
+        at = len(slot.cache) - len(drafts)  # cells once the last token is in; each accepted draft adds one
+        texts: list[str] = []
+        tokens: list[int] = []
+        logprobs: list[TokenLogprobs] = []
+        finish: str | None = None
+        accepted = 0
+        for i in range(len(drafts) + 1):
+            tok, text, lp, finish = self._next(slot, seq, seq.batch_index + i, now, at + i)
+            texts.append(text)
+            tokens.append(tok)
+            if lp is not None:
+                logprobs.append(lp)
+            if finish is not None or i == len(drafts) or tok != drafts[i]:
+                break
+            accepted += 1
+        if drafts:
+            keep = at + accepted
+            if keep < len(slot.cache):
+                self.seq_rm(self.mem, slot.id, keep, -1)
+                del slot.cache[keep:]
+            seq.n_drafted += len(drafts)
+            seq.n_accepted += accepted
+            self.metrics.draft_tokens.inc(len(drafts))
+            self.metrics.draft_accepted.inc(accepted)
+        return slot, Delta(seq.index, "".join(texts), tokens, logprobs or None), finish
+
+    def _next(self, slot: Slot, seq: Sequence, idx: int, now: float, n_cache: int) -> tuple[int, str, TokenLogprobs | None, str | None]:
+        """Sample batch row idx for the sequence (n_cache: its cells with this row's token)."""
         model = self.model
         lp = None
         if seq.n_probs > 0:
-            raw = np.ctypeslib.as_array(self._logits_ith(self.ctx, seq.batch_index), shape=(model.n_vocab,))
+            raw = np.ctypeslib.as_array(self._logits_ith(self.ctx, idx), shape=(model.n_vocab,))
             top_raw = raw.max()
             lp = raw - (top_raw + math.log(float(np.exp(raw - top_raw).sum())))
-        tok = int(self._sample(seq.chain, self.ctx, seq.batch_index))
+        tok = int(self._sample(seq.chain, self.ctx, idx))
         if not seq.generated:
             seq.t_first = now
         seq.generated.append(tok)
@@ -179,19 +218,17 @@ class Stepper:
             if hit:
                 finish = "stop"
             elif (seq.max_tokens >= 0 and len(seq.generated) >= seq.max_tokens) or (
-                    len(slot.cache) + 1 >= self.n_ctx_slot and not self.context_shift):
+                    n_cache + 1 >= self.n_ctx_slot and not self.context_shift):
                 finish = "length"
                 text += seq.flush()
-        logprobs: list[TokenLogprobs] | None = None
+        entry: TokenLogprobs | None = None
         if lp is not None:
             k = min(seq.n_probs, model.n_vocab - 1)
             top = np.argpartition(-lp, k)[:k]
             top = top[np.argsort(-lp[top])]
-            logprobs = [{
-                "id": tok, "logprob": float(lp[tok]), "bytes": list(model.piece(tok)),
-                "top": [(int(t), float(lp[t])) for t in top],
-            }]
-        return slot, Delta(seq.index, text, [tok], logprobs), finish
+            entry = {"id": tok, "logprob": float(lp[tok]), "bytes": list(model.piece(tok)),
+                     "top": [(int(t), float(lp[t])) for t in top]}
+        return tok, text, entry, finish
 
     def embed(self, inputs: list[list[int]], n_seq_max: int, raw_first: bool = False) -> list[list[float]]:
         """Embed token lists, as many per decode as the batch and sequence ids allow. With

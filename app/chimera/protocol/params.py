@@ -75,6 +75,10 @@ class GenerationFields(BaseModel):
     n_probs: int | None = Field(None, ge=0, le=100)
     cache_prompt: bool = True
     lora: list[LoraScale] | None = None  # adapter scales for this request
+    # speculative decoding, as llama-server takes it (with -md or --spec-type)
+    speculative_n_max: int | None = Field(None, ge=0, le=256, alias="speculative.n_max")
+    speculative_n_min: int | None = Field(None, ge=0, le=256, alias="speculative.n_min")
+    speculative_p_min: float | None = Field(None, ge=0.0, le=1.0, alias="speculative.p_min")
 
     @field_validator("stop")
     @classmethod
@@ -122,4 +126,6 @@ class GenerationFields(BaseModel):
         d = defaults or GenerationDefaults()
         return GenerationSpec(
             sampling=self.sampling(n_vocab, d.sampling), max_tokens=self.limit(d.max_tokens), stops=self.stop_list(), n=self.n,
-            n_probs=n_probs, cache_prompt=self.cache_prompt, lora=[(x.id, x.scale) for x in self.lora or []])
+            n_probs=n_probs, cache_prompt=self.cache_prompt, lora=[(x.id, x.scale) for x in self.lora or []],
+            draft={k: v for k, v in (("n_max", self.speculative_n_max), ("n_min", self.speculative_n_min),
+                                     ("p_min", self.speculative_p_min)) if v is not None})
