@@ -48,6 +48,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("kv_unified_per_slot", ("--kv-unified-per-slot",), "with a shared cache, the most tokens one slot may hold; without -c the cache is -np times this (default 0: no limit)"),
     Option("context_shift", ("--context-shift",), "when a generation reaches the end of its context, drop the oldest half of it (after --keep tokens) and go on", kind="flag"),
     Option("no_context_shift", ("--no-context-shift",), "a generation that reaches the end of its context ends with finish_reason length (default)", kind="flag"),
+    Option("cache_reuse", ("--cache-reuse",), "reuse runs of at least N tokens of a slot's cache that match a new prompt after a changed part, moving them into place by KV shifting (default 0: off)"),
     Option("n_keep", ("--keep",), "tokens of the prompt kept when the context shifts; -1 = all of the prompt (default 0)"),
     Option("batch_size", ("-b", "--batch-size"), "logical batch: most tokens decoded in one step (default 2048)"),
     Option("ubatch_size", ("-ub", "--ubatch-size"), "physical batch (default 512)"),
@@ -241,6 +242,7 @@ class Settings(BaseModel):
     context_shift: bool = False
     no_context_shift: bool = False
     n_keep: int = Field(0, ge=-1)
+    cache_reuse: int = Field(0, ge=0)
     batch_size: int = Field(2048, ge=1)
     ubatch_size: int = Field(512, ge=1)
     threads: int | None = Field(None, ge=1)
@@ -599,7 +601,7 @@ _BY_DEST = {o.dest: o for o in OPTIONS}
 LLAMA_ENV: dict[str, str] = {
     "model": "LLAMA_ARG_MODEL", "alias": "LLAMA_ARG_ALIAS", "host": "LLAMA_ARG_HOST", "port": "LLAMA_ARG_PORT",
     "ctx_size": "LLAMA_ARG_CTX_SIZE", "parallel": "LLAMA_ARG_N_PARALLEL", "kv_unified": "LLAMA_ARG_KV_UNIFIED",
-    "kv_unified_per_slot": "LLAMA_ARG_KV_UNIFIED_PER_SLOT", "context_shift": "LLAMA_ARG_CONTEXT_SHIFT", "n_keep": "LLAMA_ARG_KEEP", "batch_size": "LLAMA_ARG_BATCH",
+    "kv_unified_per_slot": "LLAMA_ARG_KV_UNIFIED_PER_SLOT", "context_shift": "LLAMA_ARG_CONTEXT_SHIFT", "cache_reuse": "LLAMA_ARG_CACHE_REUSE", "n_keep": "LLAMA_ARG_KEEP", "batch_size": "LLAMA_ARG_BATCH",
     "ubatch_size": "LLAMA_ARG_UBATCH", "threads": "LLAMA_ARG_THREADS", "threads_batch": "LLAMA_ARG_THREADS_BATCH",
     "n_gpu_layers": "LLAMA_ARG_N_GPU_LAYERS", "flash_attn": "LLAMA_ARG_FLASH_ATTN", "api_key": "LLAMA_API_KEY",
     "api_key_file": "LLAMA_ARG_API_KEY_FILE", "embeddings": "LLAMA_ARG_EMBEDDINGS", "reranking": "LLAMA_ARG_RERANKING",

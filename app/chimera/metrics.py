@@ -40,6 +40,8 @@ class Metrics:
                                     "Times the shared KV cache had no room: a prompt put back in the queue or a generation ended", m, registry=r)
         self.context_shifts = Counter("chimera_llm_context_shifts_total", "Generations shifted at the end of their context (--context-shift)",
                                       m, registry=r)
+        self.reused_tokens = Counter("chimera_llm_kv_shift_reused_tokens_total",
+                                     "Prompt tokens served from a slot's cache by moving them into place (--cache-reuse)", m, registry=r)
         self.draft_tokens = Counter("chimera_llm_draft_tokens_total", "Speculative decoding: tokens drafted", m, registry=r)
         self.draft_accepted = Counter("chimera_llm_draft_accepted_tokens_total", "Speculative decoding: drafted tokens the model accepted",
                                       m, registry=r)
@@ -115,6 +117,7 @@ class ModelMetrics:
         self.kv_ratio = metrics.kv_ratio.labels(model)
         self.ttft = metrics.ttft.labels(model)
         self.context_full = metrics.context_full.labels(model)
+        self.reused_tokens = metrics.reused_tokens.labels(model)
         self.draft_tokens = metrics.draft_tokens.labels(model)
         self.draft_accepted = metrics.draft_accepted.labels(model)
         self.context_shifts = metrics.context_shifts.labels(model)

@@ -108,3 +108,20 @@ def test_context_shift_keeps_a_generation_going(start_server: type[Server], smol
         assert out["usage"]["completion_tokens"] == 600 and out["choices"][0]["finish_reason"] == "length"
         assert metric(s, "chimera_llm_context_shifts_total") >= 3  # 600 tokens through a 256-token context
         assert len(out["choices"][0]["text"]) > 600
+
+
+def test_cache_reuse_moves_matching_chunks_into_place(start_server: type[Server], smollm: Path) -> None:
+    body = " ".join(f"Line {i}: the value of x{i} is {i * i}." for i in range(60))
+    extra = " ".join(f"Note {i}: this part will be dropped later." for i in range(10))
+    first, second = "Summarize:\n" + extra + "\n" + body, "Summarize:\n" + body  # the second drops a middle part
+    out = {}
+    for flags in ((), ("--cache-reuse", "32")):
+        s = start_server("-m", str(smollm), "-c", "4096", "-np", "1", *flags).wait_ready()
+        for prompt in (first, second):
+            r = s.http().post("/v1/completions", timeout=600, json={"prompt": prompt, "max_tokens": 12, "temperature": 0})
+            assert r.status_code == 200, r.text
+        out[flags] = (r.json()["timings"]["cache_n"], r.json()["choices"][0]["text"], metric(s, "chimera_llm_kv_shift_reused_tokens_total"))
+    plain, reused = out[()], out[("--cache-reuse", "32")]
+    assert plain[0] < 16 and plain[2] == 0  # only the common prefix
+    assert reused[0] > 900 and reused[2] > 900  # the body moved back over the dropped part
+    assert reused[1] == plain[1]

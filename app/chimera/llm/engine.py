@@ -104,6 +104,8 @@ class Engine:
         self.slots = [Slot(i) for i in range(self.n_slots)]
         self.stepper = Stepper(model, ctx, self.n_batch, self.n_slots, plan.n_ctx_slot, metrics)
         self.context_shift = settings.context_shift and not settings.embeddings and self.stepper.can_shift()
+        # --cache-reuse: chunks of a slot's cache moved into place by KV shifting (not with M-RoPE)
+        self.cache_reuse = settings.cache_reuse if (not settings.embeddings and self.stepper.can_shift()) else 0
         self.stepper.context_shift = self.context_shift
         self._hold_admission = False  # a sequence was put back for lack of cells: admit none until one ends
         self.drafter: Drafter | None = None  # speculative decoding (--spec-type, -md)
@@ -644,6 +646,10 @@ class Engine:
             for m in seq.media.values():  # never resume inside a media chunk
                 if m.start < keep < m.start + m.n_tokens:
                     keep = m.start
+            if self.cache_reuse and seq.cache_prompt and not seq.media and best in usable and keep < len(best.cache):
+                reused = self.stepper.reuse_chunks(best, seq.prompt, keep, self.cache_reuse)
+                self.metrics.reused_tokens.inc(reused - keep)
+                keep = reused
             if keep < len(best.cache):
                 self.stepper.seq_rm(self.stepper.mem, best.id, keep, -1)
                 del best.cache[keep:]

@@ -84,6 +84,33 @@ class Stepper:
         del slot.cache[keep : keep + discard]
         self.metrics.context_shifts.inc()
 
+    def reuse_chunks(self, slot: Slot, prompt: list[int], n_past: int, min_chunk: int) -> int:
+        """llama-server's --cache-reuse: after the common prefix, move later runs of the slot's
+        cache that match the prompt (each at least min_chunk tokens) back into place with a KV
+        shift, so they are not evaluated again. Returns the tokens now in place; the cache beyond
+        them is what the caller drops."""
+        cache = slot.cache
+        head_c = head_p = n_past
+        last = len(prompt) - 1  # the prompt's last token is always evaluated, for its logits
+        while head_c < len(cache) and head_p < last:
+            n = 0
+            while head_c + n < len(cache) and head_p + n < last and cache[head_c + n] == prompt[head_p + n]:
+                n += 1
+            if n >= min_chunk:
+                shift = head_p - head_c
+                self.seq_rm(self.mem, slot.id, head_p, head_c)
+                self.ll.llama_memory_seq_add(self.mem, slot.id, head_c, head_c + n, shift)
+                cache[head_p : head_p + n] = cache[head_c : head_c + n]
+                head_c += n
+                head_p += n
+                n_past = head_p
+            else:
+                head_c += 1
+        if n_past < len(cache):  # what lies between the moved runs and the end is stale
+            self.seq_rm(self.mem, slot.id, n_past, -1)
+            del cache[n_past:]
+        return n_past
+
     def step(self, active: list[Slot], room: int | None = None,
              drafts: dict[int, list[int]] | None = None) -> list[tuple[Slot, Delta, str | None]]:
         """One decode for every active slot, then sample the ones whose logits were computed.
