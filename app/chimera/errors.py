@@ -3,6 +3,7 @@
     ChimeraError                      500 api_error            (anything unexpected)
     ├── BadRequest                    400 invalid_request_error (param names the field)
     │   └── ContextLengthExceeded     400 code=context_length_exceeded
+    │       └── ContextTooSmall           type=exceed_context_size_error, n_prompt_tokens, n_ctx
     ├── AuthenticationFailed          401 authentication_error
     ├── Forbidden                     403 permission_error
     ├── NotFound                      404 not_found_error
@@ -68,7 +69,11 @@ class ContextLengthExceeded(BadRequest):
 
 
 class ContextTooSmall(ContextLengthExceeded):
-    """A request needs more tokens than a slot holds (the slots' size is a server setting)."""
+    """A request needs more tokens than a slot holds (the slots' size is a server setting).
+    Typed as llama-server types it (`exceed_context_size_error`, with `n_prompt_tokens` and
+    `n_ctx`), so clients written for it work; OpenAI's `code` stays."""
+
+    openai_type = "exceed_context_size_error"
 
     def __init__(self, n_prompt: int, n_generate: int, n_ctx_slot: int, *, param: str | None = "messages",
                  split: bool = True) -> None:
@@ -78,6 +83,11 @@ class ContextTooSmall(ContextLengthExceeded):
         self.n_ctx_slot = n_ctx_slot
         self.n_prompt = n_prompt
         self.split = split  # the cache is split over the slots (fewer slots would give each more)
+
+    def to_openai(self) -> dict[str, Any]:
+        body = super().to_openai()
+        body["error"] |= {"n_prompt_tokens": self.n_prompt, "n_ctx": self.n_ctx_slot}
+        return body
 
 
 class UnknownChat(BadRequest):
