@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-from .templates import BUILTIN_TEMPLATES
+from .templates import BUILTIN_TEMPLATES, LLAMA_CPP_TEMPLATES, is_jinja
 
 DEFAULT_SLOTS = 4  # -np auto, as llama-server
 # --spec-type: llama-server's names; the ones built here, and the others
@@ -102,7 +102,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("lora_scaled", ("--lora-scaled",), "LoRA adapter with a scale (env/config: PATH:SCALE); repeatable", kind="pairs"),
     Option("lora_init_without_apply", ("--lora-init-without-apply",), "load adapters with scale 0 (set them with POST /lora-adapters)", kind="flag"),
     Option("max_queue", ("--max-queue",), "requests that may wait for a slot; beyond it 503 (default 256)"),
-    Option("chat_template", ("--chat-template",), "built-in chat template to use instead of the model's (chatml, llama3, ...)"),
+    Option("chat_template", ("--chat-template",), "chat template to use instead of the model's: a built-in name (chatml, llama3, mistral-v7, ...; llama.cpp's names) or Jinja text"),
     Option("chat_template_file", ("--chat-template-file",), "Jinja chat template file to use instead of the model's", metavar="PATH"),
     Option("reasoning_format", ("--reasoning-format",), "where <think> blocks go: auto (when the template thinks) | deepseek (always) | none (left in content)"),
     Option("reasoning_budget", ("--reasoning-budget",), "-1: think freely; 0: ask the template not to think (default -1)"),
@@ -397,8 +397,8 @@ class Settings(BaseModel):
     @field_validator("chat_template")
     @classmethod
     def _template(cls, v: str | None) -> str | None:
-        if v is not None and v not in BUILTIN_TEMPLATES:
-            raise ValueError(f"unknown template; built in: {', '.join(BUILTIN_TEMPLATES)}")
+        if v is not None and v not in BUILTIN_TEMPLATES and v not in LLAMA_CPP_TEMPLATES and not is_jinja(v):
+            raise ValueError(f"unknown template; give a Jinja template, or one of: {', '.join(sorted({*BUILTIN_TEMPLATES, *LLAMA_CPP_TEMPLATES}))}")
         return v
 
     @field_validator("slot_save_path")

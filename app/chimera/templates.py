@@ -30,3 +30,20 @@ BUILTIN_TEMPLATES: dict[str, str] = {
         "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
     ),
 }
+
+
+# llama.cpp's own built-in templates (llama_chat_builtin_templates), rendered by llama.cpp without
+# Jinja (roles and text only); the Jinja ones above win for the names both have
+LLAMA_CPP_TEMPLATES = (
+    "bailing", "bailing-think", "bailing2", "chatglm3", "chatglm4", "chatml", "command-r", "deepseek", "deepseek-ocr",
+    "deepseek2", "deepseek3", "exaone-moe", "exaone3", "exaone4", "falcon3", "gemma", "gigachat", "glmedge", "gpt-oss",
+    "granite", "granite-4.0", "granite-4.1", "grok-2", "hunyuan-dense", "hunyuan-moe", "hunyuan-vl", "kimi-k2", "llama2",
+    "llama2-sys", "llama2-sys-bos", "llama2-sys-strip", "llama3", "llama4", "megrez", "minicpm", "mistral-v1", "mistral-v3",
+    "mistral-v3-tekken", "mistral-v7", "mistral-v7-tekken", "monarch", "openchat", "orion", "pangu-embedded", "phi3", "phi4",
+    "rwkv-world", "seed_oss", "smolvlm", "solar-open", "vicuna", "vicuna-orca", "yandex", "zephyr",
+)
+
+
+def is_jinja(text: str) -> bool:
+    """--chat-template given as a template itself rather than a name."""
+    return "{%" in text or "{{" in text

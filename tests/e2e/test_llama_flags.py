@@ -179,3 +179,15 @@ def test_override_kv_changes_the_model_metadata(start_server: type[Server], smol
                          ("nokind", "KEY=TYPE:VALUE"), ("x=int:abc", "is not an int")):
         p = start_server("-m", str(smollm), "--override-kv", bad)
         assert p.proc.wait(60) == 2 and message in p.output() and "--override-kv" in p.output()
+
+
+def test_chat_template_names_and_text(start_server: type[Server], smollm: Path) -> None:
+    msgs = {"messages": [{"role": "user", "content": "Hi"}]}
+    s = start_server("-m", str(smollm), "-c", "512", "--chat-template", "vicuna").wait_ready()
+    assert s.http().post("/apply-template", json=msgs).json()["prompt"].endswith("USER: Hi\nASSISTANT:")
+    assert ask(s, max_tokens=2)["usage"]["completion_tokens"] == 2  # type: ignore[index]
+    jinja = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant]"
+    t = start_server("-m", str(smollm), "-c", "512", "--chat-template", jinja).wait_ready()
+    assert t.http().post("/apply-template", json=msgs).json()["prompt"] == "[user] Hi\n[assistant]"
+    bad = start_server("-m", str(smollm), "--chat-template", "vicunaa")
+    assert bad.proc.wait(60) == 2 and "unknown template" in bad.output()

@@ -11,7 +11,7 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import BadRequest
-from ..templates import BUILTIN_TEMPLATES
+from ..templates import BUILTIN_TEMPLATES, LLAMA_CPP_TEMPLATES, is_jinja
 
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 
@@ -41,11 +41,15 @@ class ChatTemplate:
         if file is not None:
             return cls(file.read_text(), bos, eos, name=str(file))
         if name is not None:
-            if name not in BUILTIN_TEMPLATES:
-                from ..errors import ConfigError
+            if name in BUILTIN_TEMPLATES:
+                return cls(BUILTIN_TEMPLATES[name], bos, eos, name=name)
+            if is_jinja(name):
+                return cls(name, bos, eos, name="--chat-template")
+            if name in LLAMA_CPP_TEMPLATES:
+                return NativeTemplate(name, bos, eos)
+            from ..errors import ConfigError
 
-                raise ConfigError(f"--chat-template: unknown template {name!r}; built in: {', '.join(BUILTIN_TEMPLATES)}")
-            return cls(BUILTIN_TEMPLATES[name], bos, eos, name=name)
+            raise ConfigError(f"--chat-template: unknown template {name!r}")
         if model_template:
             return cls(model_template, bos, eos, name="model")
         return cls(BUILTIN_TEMPLATES["chatml"], bos, eos, name="chatml (the model has none)")
@@ -153,3 +157,39 @@ def normalize_messages(messages: Any, media: list[tuple[str, Any, str]] | None =
         msg["content"] = content
         out.append(msg)
     return out
+
+
+class NativeTemplate(ChatTemplate):
+    """One of llama.cpp's built-in templates by name, rendered by llama.cpp itself (no Jinja):
+    roles and text only, as llama-server does without --jinja."""
+
+    def __init__(self, name: str, bos_token: str, eos_token: str) -> None:
+        self.source = name
+        self.name = name
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **extra: Any) -> str:
+        import ctypes
+
+        import llama_cpp.llama_cpp as ll
+
+        items = []
+        for m in messages:
+            content = m.get("content")
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            if m.get("tool_calls"):
+                raise BadRequest(f"the {self.name} template has no tool calls; use a Jinja template", param="messages")
+            items.append((str(m.get("role", "user")).encode(), str(content or "").encode()))
+        arr = (ll.llama_chat_message * max(1, len(items)))(*[ll.llama_chat_message(r, c) for r, c in items])
+        size = 2 * sum(len(c) + len(r) for r, c in items) + 1024
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = int(ll.llama_chat_apply_template(self.name.encode(), arr, len(items), add_generation_prompt, buf, size))
+            if n < 0:
+                raise BadRequest(f"llama.cpp's {self.name} template cannot render these messages", param="messages")
+            if n <= size:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            size = n + 1
+        raise BadRequest("the chat template output did not fit", param="messages")
