@@ -62,8 +62,11 @@ def test_many_inputs_in_one_request(server: Server) -> None:
 def test_bad_embedding_inputs(server: Server) -> None:
     http = server.http()
     assert http.post("/v1/embeddings", json={"input": []}).status_code == 400
-    assert http.post("/v1/embeddings", json={"input": ""}).status_code == 400
     assert http.post("/v1/embeddings", json={"input": 5}).status_code == 400
+    for bad in ({"content": "string"}, {"content": [{"type": "unknown"}]}, {"nothing": 1}, [True],
+                {"content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}):
+        r = http.post("/v1/embeddings", json={"input": bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "input", bad
     too_long = http.post("/v1/embeddings", json={"input": "word " * 2000})
     assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
 
@@ -72,3 +75,26 @@ def test_generation_is_refused_in_embeddings_mode(server: Server) -> None:
     with pytest.raises(openai.APIStatusError) as exc:
         server.client().chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
     assert exc.value.status_code == 501
+
+
+def test_llama_server_input_forms(server: Server) -> None:
+    """Mixed ids and text, object entries and an empty string, as llama-server takes them."""
+    http = server.http()
+
+    def embed(inp: object) -> list[list[float]]:
+        r = http.post("/v1/embeddings", json={"input": inp})
+        assert r.status_code == 200, (inp, r.text)
+        return [d["embedding"] for d in r.json()["data"]]
+
+    toks = http.post("/tokenize", json={"content": "hello world", "add_special": True}).json()["tokens"]
+    text = embed("hello world")[0]
+    assert np.allclose(embed({"prompt_string": "hello world"})[0], text, atol=1e-6)
+    assert np.allclose(embed({"content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}]})[0], text, atol=1e-6)
+    # ids with a string among them: one input; the string adds no special tokens in the middle
+    mid = http.post("/tokenize", json={"content": "hello"}).json()["tokens"]
+    mixed = embed([toks[0], "hello", *toks[1 + len(mid):]])
+    assert len(mixed) == 1 and np.allclose(mixed[0], text, atol=1e-6)
+    many = embed(["hello world", toks, {"prompt_string": "hello world"}, [toks[0], "hello", *toks[1 + len(mid):]]])
+    assert len(many) == 4 and all(np.allclose(v, text, atol=1e-6) for v in many)
+    empty = embed("")  # the model's special tokens alone
+    assert len(empty) == 1 and len(empty[0]) == 384

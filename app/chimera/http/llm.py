@@ -163,15 +163,7 @@ async def embeddings() -> Response:
 
 
 async def _embeddings(model_id: str, engine: Engine, req: EmbeddingRequest) -> Response:
-    raw = req.input
-    items: list[str | list[int]]
-    if isinstance(raw, str):
-        items = [raw]
-    elif raw and all(isinstance(x, int) for x in raw):
-        items = [list(raw)]  # type: ignore[arg-type]
-    else:
-        items = list(raw)  # type: ignore[arg-type]
-    vectors, n = await engine.embed_inputs(items)
+    vectors, n = await engine.embed_inputs(req.prompts())
     data = []
     for i, v in enumerate(vectors):
         if req.dimensions is not None:

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,17 +333,21 @@ class Engine:
             raise Unsupported("this model is a reranker: it scores pairs on /v1/rerank and makes no embeddings")
         return await self.run_job(lambda: self.stepper.embed(inputs, self.n_slots))
 
-    async def embed_inputs(self, items: list[str | list[int]], truncate: bool = False) -> tuple[list[list[float]], int]:
-        """Vectors of texts or token lists, and the tokens they took. An input longer than the
-        model takes is cut to fit with `truncate`, else refused."""
+    async def embed_inputs(self, items: Seq[str | list[int] | list[int | str]], truncate: bool = False) -> tuple[list[list[float]], int]:
+        """Vectors of inputs, and the tokens they took. An input is a text, token ids, or ids and
+        texts mixed (llama-server's form: a text adds the model's special tokens only when it comes
+        first). An input longer than the model takes is cut to fit with `truncate`, else refused."""
         if not items:
             raise BadRequest("'input' must not be empty", param="input")
         limit = min(self.n_ctx_slot, self.n_batch)
         token_lists = []
         for i, it in enumerate(items):
-            if isinstance(it, str) and not it.strip():
-                raise BadRequest(f"input[{i}] is an empty string", param="input")
-            toks = self.model.tokenize(it, add_special=True, parse_special=False) if isinstance(it, str) else it
+            toks: list[int] = []
+            for k, piece in enumerate([it] if isinstance(it, str) else it):
+                if isinstance(piece, str):
+                    toks += self.model.tokenize(piece, add_special=k == 0, parse_special=False)
+                else:
+                    toks.append(piece)
             if not toks:
                 raise BadRequest(f"input[{i}] is empty", param="input")
             self.model.check_tokens(toks, "input")

@@ -56,10 +56,45 @@ class CompletionRequest(GenerationFields):
 
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
-    input: str | list[str] | list[int] | list[list[int]]
+    input: Any  # see prompts()
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
+
+    def prompts(self) -> list[str | list[int | str]]:
+        """The inputs, as llama-server reads them: a string; token ids; a list mixing ids and
+        strings (one input); `{"prompt_string": ...}` or `{"content": [text parts]}`; or a list of
+        any of these (several inputs, a list of strings included)."""
+        raw = self.input
+        if isinstance(raw, list) and raw and all(isinstance(x, (int, str)) and not isinstance(x, bool) for x in raw) \
+                and any(isinstance(x, int) for x in raw):
+            return [list(raw)]
+        if isinstance(raw, list):
+            if not raw:
+                raise BadRequest("'input' must not be empty", param="input")
+            return [_one_prompt(x, f"input[{i}]") for i, x in enumerate(raw)]
+        return [_one_prompt(raw, "input")]
+
+
+def _one_prompt(x: Any, where: str) -> str | list[int | str]:
+    if isinstance(x, str):
+        return x
+    if isinstance(x, list) and all(isinstance(t, (int, str)) and not isinstance(t, bool) for t in x):
+        return list(x)
+    if isinstance(x, dict):
+        if isinstance(x.get("prompt_string"), str):
+            return str(x["prompt_string"])
+        parts = x.get("content")
+        if isinstance(parts, list) and parts:
+            texts = []
+            for j, p in enumerate(parts):
+                if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
+                    kind = p.get("type") if isinstance(p, dict) else type(p).__name__
+                    raise BadRequest(f"{where}.content[{j}]: only text parts can be embedded (got {kind!r})", param="input")
+                texts.append(p["text"])
+            return "".join(texts)
+        raise BadRequest(f"{where}: an object input has 'prompt_string' or 'content' as a list of text parts", param="input")
+    raise BadRequest(f"{where}: expected a string, token ids, or an object with 'prompt_string' or 'content'", param="input")
 
 
 class TokenizeRequest(BaseModel):
