@@ -68,6 +68,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_timeout", ("--shutdown-timeout",), "seconds in-flight requests get to finish on shutdown (default 10)"),
     Option("keep_alive_timeout", ("--keep-alive-timeout",), "seconds an idle connection stays open, and that a client gets to send a request's headers (default 5, as llama-server)"),
     Option("embeddings", ("--embedding", "--embeddings"), "enable /v1/embeddings on the main model", kind="flag"),
+    Option("pooling", ("--pooling",), "embedding pooling: none (one vector per token, on /embeddings) | mean | cls | last | rank (default: the model's)"),
     Option("rerank_model", ("--rerank-model",), "a cross-encoder GGUF loaded beside the main model for /v1/rerank", metavar="PATH"),
     Option("reranking", ("--rerank", "--reranking"), "the main model is a reranker: serve /v1/rerank from it", kind="flag"),
     Option("whisper_model", ("--whisper-model",), "whisper.cpp ggml model for /v1/audio/* (run in worker processes)", metavar="PATH"),
@@ -261,6 +262,7 @@ class Settings(BaseModel):
     shutdown_timeout: float = Field(10.0, ge=0)
     keep_alive_timeout: float = Field(5.0, gt=0)
     embeddings: bool = False
+    pooling: Literal["none", "mean", "cls", "last", "rank"] | None = None
     whisper_model: Path | None = None
     whisper_workers: int = Field(1, ge=1, le=64)
     whisper_threads: int = Field(2, ge=1, le=256)
@@ -604,7 +606,7 @@ LLAMA_ENV: dict[str, str] = {
     "kv_unified_per_slot": "LLAMA_ARG_KV_UNIFIED_PER_SLOT", "context_shift": "LLAMA_ARG_CONTEXT_SHIFT", "cache_reuse": "LLAMA_ARG_CACHE_REUSE", "n_keep": "LLAMA_ARG_KEEP", "batch_size": "LLAMA_ARG_BATCH",
     "ubatch_size": "LLAMA_ARG_UBATCH", "threads": "LLAMA_ARG_THREADS", "threads_batch": "LLAMA_ARG_THREADS_BATCH",
     "n_gpu_layers": "LLAMA_ARG_N_GPU_LAYERS", "flash_attn": "LLAMA_ARG_FLASH_ATTN", "api_key": "LLAMA_API_KEY",
-    "api_key_file": "LLAMA_ARG_API_KEY_FILE", "embeddings": "LLAMA_ARG_EMBEDDINGS", "reranking": "LLAMA_ARG_RERANKING",
+    "api_key_file": "LLAMA_ARG_API_KEY_FILE", "embeddings": "LLAMA_ARG_EMBEDDINGS", "pooling": "LLAMA_ARG_POOLING", "reranking": "LLAMA_ARG_RERANKING",
     "mmproj": "LLAMA_ARG_MMPROJ", "chat_template": "LLAMA_ARG_CHAT_TEMPLATE", "chat_template_file": "LLAMA_ARG_CHAT_TEMPLATE_FILE",
     "reasoning_format": "LLAMA_ARG_THINK", "reasoning_budget": "LLAMA_ARG_THINK_BUDGET", "models_dir": "LLAMA_ARG_MODELS_DIR",
     "models_preset": "LLAMA_ARG_MODELS_PRESET", "models_max": "LLAMA_ARG_MODELS_MAX", "cache_type_k": "LLAMA_ARG_CACHE_TYPE_K",

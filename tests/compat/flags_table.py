@@ -43,7 +43,7 @@ REFUSED: list[tuple[str, str]] = [
     (r"kv-offload|^-nkvo|^-kvo|repack|^-nr$|no-host|op-offload|check-tensors|load-mode|lazy-mode|^-lm$|^-lzm$|defrag|^-dt$",
      "a llama.cpp loading or memory detail chimera leaves at its default"),
     (r"^-fitt|fit-target|^-fitc|fit-ctx", "use -ngl and -c to size the model"),
-    (r"^--pooling|^--attention|^--embd|^--cls", "embedding options: chimera uses the model's pooling (`--embeddings`, `--reranking`)"),
+    (r"^--attention|^--embd|^--cls", "embedding options chimera does not have (`--embeddings`, `--pooling`, `--reranking`)"),
     (r"^--api-prefix|reuse-port|^--cors|^--no-host|^--metrics-|^--endpoint|^--webui-config|^--webui$|^--agent|^--mcp|^--tools",
      "an HTTP option chimera does not have (see Security and Web UI)"),
     (r"^--chat-template-kwargs|^--prefill|^--reasoning$|^--reasoning-effort|^--reasoning-preserve|^--skip-chat|^--no-prefill|^-rea",

@@ -98,3 +98,23 @@ def test_llama_server_input_forms(server: Server) -> None:
     assert len(many) == 4 and all(np.allclose(v, text, atol=1e-6) for v in many)
     empty = embed("")  # the model's special tokens alone
     assert len(empty) == 1 and len(empty[0]) == 384
+
+
+def test_pooling_flag(start_server: type[Server], minilm: Path) -> None:
+    none = start_server("-m", str(minilm), "--embeddings", "--pooling", "none", "-c", "512").wait_ready()
+    r = none.http().post("/embeddings", json={"input": "hello hello hello"})
+    assert r.status_code == 200, r.text
+    rows = r.json()[0]["embedding"]
+    n_tok = len(none.http().post("/tokenize", json={"content": "hello hello hello", "add_special": True}).json()["tokens"])
+    assert len(rows) == n_tok == 5 and all(len(v) == 384 for v in rows)  # [CLS] 3 words [SEP]
+    assert all(abs(float(np.linalg.norm(v)) - 1.0) > 1e-3 for v in rows)  # raw, not normalized
+    oai = none.http().post("/v1/embeddings", json={"input": "hello"})
+    assert oai.status_code == 400 and "--pooling none" in oai.json()["error"]["message"]
+    # cls against the model's own (mean) pooling: a different vector for the same text
+    cls = start_server("-m", str(minilm), "--embeddings", "--pooling", "cls", "-c", "512").wait_ready()
+    mean = start_server("-m", str(minilm), "--embeddings", "--pooling", "mean", "-c", "512").wait_ready()
+    a = cls.http().post("/v1/embeddings", json={"input": "a test sentence"}).json()["data"][0]["embedding"]
+    b = mean.http().post("/v1/embeddings", json={"input": "a test sentence"}).json()["data"][0]["embedding"]
+    assert abs(float(np.linalg.norm(a)) - 1) < 1e-4 and float(np.dot(a, b)) < 0.999
+    bad = start_server("-m", str(minilm), "--embeddings", "--pooling", "max")
+    assert bad.proc.wait(60) == 2 and "--pooling" in bad.output()

@@ -163,6 +163,12 @@ async def embeddings() -> Response:
 
 
 async def _embeddings(model_id: str, engine: Engine, req: EmbeddingRequest) -> Response:
+    if engine.per_token:
+        if request.path.startswith("/v1/"):
+            raise BadRequest("this server pools no embeddings (--pooling none): POST /embeddings gives each token's vector",
+                             param="input")
+        vectors, n = await engine.embed_inputs(req.prompts())
+        return json_response([{"index": i, "embedding": v} for i, v in enumerate(vectors)])
     vectors, n = await engine.embed_inputs(req.prompts())
     data = []
     for i, v in enumerate(vectors):

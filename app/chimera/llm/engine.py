@@ -93,6 +93,7 @@ class Engine:
         self.metrics = metrics
         self.embeddings = settings.embeddings
         self.ranking = False  # a context with rank pooling: scores instead of vectors
+        self.per_token = False  # --pooling none: a vector for every token of an input
         self.vision = self.audio = False  # what the --mmproj projector reads
         self.defaults = generation_defaults(settings)  # --temp, -n, --grammar ...; POST /props changes them
         self._to_free: collections.deque[Any] = collections.deque()  # media prompts of ended requests
@@ -173,7 +174,7 @@ class Engine:
             reason = model.native.last_error.removeprefix("llama_init_from_model: ") or "out of memory for this -c / -np?"
             model.free()
             raise RuntimeError(f"llama.cpp could not create a context: {reason}")
-        if settings.embeddings and ll.llama_pooling_type(ctx) == 0:  # NONE: pool the last token
+        if settings.embeddings and ll.llama_pooling_type(ctx) == 0 and settings.pooling != "none":  # NONE: pool the last token
             ll.llama_free(ctx)
             p.pooling_type = 3
             ctx = ll.llama_init_from_model(model.ptr, p)
@@ -190,6 +191,7 @@ class Engine:
                 engine.close()
                 raise
         engine.ranking = settings.embeddings and int(ll.llama_pooling_type(ctx)) == 4
+        engine.per_token = settings.embeddings and int(ll.llama_pooling_type(ctx)) == 0  # --pooling none
         if settings.mmproj is not None and not settings.embeddings:
             import llama_cpp.mtmd_cpp as mt
 
@@ -326,14 +328,15 @@ class Engine:
                 seq.send.send_nowait(Finished(seq.index, "error", seq.usage(), seq.timings(), error))
             seq.send.close()
 
-    async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
+    async def embed(self, inputs: list[list[int]]) -> list[Any]:
+        """A normalized vector per input; with --pooling none, each input's token vectors (raw)."""
         if not self.embeddings:
             raise NotEnabled("embeddings are off", feature="embeddings")
         if self.ranking:
             raise Unsupported("this model is a reranker: it scores pairs on /v1/rerank and makes no embeddings")
-        return await self.run_job(lambda: self.stepper.embed(inputs, self.n_slots))
+        return await self.run_job(lambda: self.stepper.embed(inputs, self.n_slots, per_token=self.per_token))
 
-    async def embed_inputs(self, items: Seq[str | list[int] | list[int | str]], truncate: bool = False) -> tuple[list[list[float]], int]:
+    async def embed_inputs(self, items: Seq[str | list[int] | list[int | str]], truncate: bool = False) -> tuple[list[Any], int]:
         """Vectors of inputs, and the tokens they took. An input is a text, token ids, or ids and
         texts mixed (llama-server's form: a text adds the model's special tokens only when it comes
         first). An input longer than the model takes is cut to fit with `truncate`, else refused."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# llama.cpp's enum llama_pooling_type, by --pooling's names
+POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
+
 
 def rank_pair(engine: Any, query: str, doc: str) -> list[int]:
     m, ll = engine.model, engine.ll

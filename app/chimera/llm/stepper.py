@@ -257,7 +257,7 @@ class Stepper:
                      "top": [(int(t), float(lp[t])) for t in top]}
         return tok, text, entry, finish
 
-    def embed(self, inputs: list[list[int]], n_seq_max: int, raw_first: bool = False) -> list[list[float]]:
+    def embed(self, inputs: list[list[int]], n_seq_max: int, raw_first: bool = False, per_token: bool = False) -> list[Any]:
         """Embed token lists, as many per decode as the batch and sequence ids allow. With
         raw_first (rank pooling) each result is the one score, unnormalized: a rank-pooled output
         holds only the classifier's outputs, not n_embd floats."""
@@ -275,6 +275,15 @@ class Stepper:
                 ll.llama_memory_clear(self.mem, True)
             if self.decode(n) != 0:
                 raise ChimeraError("llama_decode failed while embedding")
+            if per_token:  # every token's own vector, not normalized
+                row = 0
+                for s in range(group):
+                    n_tok = len(inputs[i - group + s])
+                    out.append([np.ctypeslib.as_array(ll.llama_get_embeddings_ith(self.ctx, row + k),
+                                                      shape=(self.model.n_embd,)).astype(float).tolist() for k in range(n_tok)])
+                    row += n_tok
+                self.metrics.prompt_tokens.inc(n)
+                continue
             for s in range(group):
                 ptr = ll.llama_get_embeddings_seq(self.ctx, s)
                 if raw_first:

@@ -31,6 +31,7 @@ import trio
 
 from ..errors import InsufficientMemory, ModelFailed, ModelNotFound, Overloaded, Unavailable
 from ..llm.context import MEMORY_MARGIN, kv_bytes_per_token, plan_for
+from ..llm.ranking import POOLING
 from .catalog import ModelSpec
 
 if TYPE_CHECKING:
@@ -421,7 +422,7 @@ def engine_loader(metrics: Metrics) -> Callable[[ModelSpec, Callable[[float], No
     def load(spec: ModelSpec, progress: Callable[[float], None]) -> Engine:
         from ..llm.engine import Engine
 
-        pooling = 4 if spec.kind == "rerank" else -1
+        pooling = 4 if spec.kind == "rerank" else POOLING.get(spec.settings.pooling or "", -1)
         return at_low_priority(lambda: Engine.load_sync(spec.settings, spec.path, metrics.for_model(spec.id), pooling,
                                                         progress=progress))
 
