@@ -39,7 +39,7 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("model", ("-m", "--model"), "GGUF model to serve (default: SmolLM2-135M-Instruct, prepared on first use)", metavar="PATH"),
     Option("alias", ("-a", "--alias"), "model id reported by the API (default: the file name without .gguf)"),
-    Option("host", ("--host",), "address to bind (default 127.0.0.1)"),
+    Option("host", ("--host",), "addresses to listen on, comma-separated, or UNIX socket paths ending in .sock (default 127.0.0.1)"),
     Option("port", ("--port",), "port to bind; 0 picks a free one (default 8080)"),
     Option("ctx_size", ("-c", "--ctx-size"), "KV cache size in tokens, all slots together; 0 = the model's training context, lowered to fit in memory (default 0)"),
     Option("parallel", ("-np", "--parallel"), "number of slots: sequences decoded together; -1 = auto: 4 slots sharing one KV cache (default -1)"),
@@ -436,6 +436,10 @@ class Settings(BaseModel):
         if self.context_shift and self.no_context_shift:
             raise ValueError("--context-shift and --no-context-shift: give one")
         return self
+
+    def hosts(self) -> list[str]:
+        """--host's addresses and socket paths."""
+        return [h.strip() for h in self.host.split(",") if h.strip()]
 
     def unified_kv(self) -> bool | None:
         """-kvu / -no-kvu as given (None: not given, so on when -np is auto)."""

@@ -58,8 +58,12 @@ async def watch_signals(lifecycle: Lifecycle) -> None:
 
 def _hypercorn_config(settings: Settings) -> HypercornConfig:
     cfg = HypercornConfig()
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    cfg.bind = [f"{host}:{settings.port}"]
+    cfg.bind = []
+    for host in settings.hosts():  # llama-server's --host: addresses, comma-separated, or UNIX sockets (*.sock)
+        if host.endswith(".sock"):
+            cfg.bind.append(f"unix:{host}")
+        else:
+            cfg.bind.append(f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}")
     cfg.graceful_timeout = settings.shutdown_timeout + FLUSH_SECONDS
     cfg.keep_alive_timeout = settings.keep_alive_timeout  # also bounds how long request headers may take
     cfg.accesslog = None
@@ -216,13 +220,13 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
                     shutdown_trigger=services.lifecycle.shutdown_requested.wait,
                 )
             )
-            port = int(binds[0].rsplit(":", 1)[1]) if binds else settings.port
-            scheme = "https" if settings.ssl_cert_file is not None else "http"
-            url = f"{scheme}://{settings.host}:{port}"
-            if settings.log_format == "json":  # every line of a JSON log is a JSON object
-                log.info("listening on %s", url, extra={"url": url})
-            else:
-                print(f"chimera: listening on {url}", file=sys.stderr, flush=True)
+            tcp = [b for b in binds if "://unix:" not in b]
+            port = int(tcp[0].rsplit(":", 1)[1]) if tcp else settings.port
+            for url in binds:
+                if settings.log_format == "json":  # every line of a JSON log is a JSON object
+                    log.info("listening on %s", url, extra={"url": url})
+                else:
+                    print(f"chimera: listening on {url}", file=sys.stderr, flush=True)
             task_status.started(port)
             nursery.start_soon(_end_stragglers, services)
         log.info("shutdown complete")

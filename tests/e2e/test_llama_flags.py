@@ -191,3 +191,17 @@ def test_chat_template_names_and_text(start_server: type[Server], smollm: Path) 
     assert t.http().post("/apply-template", json=msgs).json()["prompt"] == "[user] Hi\n[assistant]"
     bad = start_server("-m", str(smollm), "--chat-template", "vicunaa")
     assert bad.proc.wait(60) == 2 and "unknown template" in bad.output()
+
+
+def test_host_lists_and_unix_sockets(start_server: type[Server], tmp_path: Path) -> None:
+    sock = tmp_path / "chimera.sock"
+    s = start_server("-m", str(shared_model(TINY)), "-c", "256", "--host", f"127.0.0.1,::1,{sock}").wait_ready()
+    for base in (s.base, f"http://[::1]:{s.port}"):
+        assert httpx.get(base + "/health").status_code == 200
+        r = httpx.post(base + "/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=60)
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://localhost") as c:
+        assert c.get("/health").status_code == 200
+        assert c.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=60).status_code == 200
+    out = s.output()
+    assert f"listening on http://127.0.0.1:{s.port}" in out and f"listening on http://[::1]:{s.port}" in out and "unix:" in out

@@ -44,7 +44,7 @@ def _host_allowed(host_header: str, services: Services) -> bool:
         name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     if not name:
         return False
-    if name in LOCAL_NAMES or name == services.settings.host.lower() or name in {a.lower() for a in allowed}:
+    if name in LOCAL_NAMES or name in {h.lower() for h in services.settings.hosts()} or name in {a.lower() for a in allowed}:
         return True
     try:  # DNS rebinding needs a name; an address literal cannot be rebound
         ipaddress.ip_address(name)
