@@ -205,3 +205,27 @@ def test_host_lists_and_unix_sockets(start_server: type[Server], tmp_path: Path)
         assert c.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=60).status_code == 200
     out = s.output()
     assert f"listening on http://127.0.0.1:{s.port}" in out and f"listening on http://[::1]:{s.port}" in out and "unix:" in out
+
+
+def test_a_trailing_assistant_message_is_continued(start_server: type[Server], smollm: Path) -> None:
+    s = start_server("-m", str(smollm), "-c", "1024").wait_ready()
+    msgs = [{"role": "user", "content": "What is the best book?"}, {"role": "assistant", "content": "Whill"}]
+
+    def prompt(**extra: object) -> httpx.Response:
+        return s.http().post("/apply-template", json={"messages": msgs, **extra})
+
+    auto = prompt()
+    assert auto.status_code == 200 and auto.json()["prompt"].endswith("<|im_start|>assistant\nWhill")
+    explicit = prompt(continue_final_message=True, add_generation_prompt=False)
+    assert explicit.json()["prompt"] == auto.json()["prompt"]
+    whole = prompt(continue_final_message=False)  # a finished turn, then a new one
+    assert whole.json()["prompt"].endswith("Whill<|im_end|>\n<|im_start|>assistant\n")
+    both = prompt(continue_final_message=True)  # add_generation_prompt defaults to true
+    assert both.status_code == 400 and "add_generation_prompt" in both.json()["error"]["message"]
+    two = s.http().post("/apply-template", json={"messages": [*msgs, {"role": "assistant", "content": "x"}]})
+    assert two.status_code == 400 and "2 or more assistant messages" in two.json()["error"]["message"]
+    r = s.http().post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 6, "temperature": 0})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
+    # the Anthropic dialect's prefill is the same continuation
+    a = s.http().post("/v1/messages", json={"model": "m", "max_tokens": 6, "messages": msgs})
+    assert a.status_code == 200, a.text

@@ -25,7 +25,7 @@ blueprint = Blueprint("chat", __name__)
 FINGERPRINT = "chimera"
 
 
-def chat_turn(req: ChatCompletionRequest, add_generation_prompt: bool = True) -> ChatTurn:
+def chat_turn(req: ChatCompletionRequest) -> ChatTurn:
     template_vars = dict(req.chat_template_kwargs or {})
     if req.reasoning_effort is not None:
         template_vars.setdefault("reasoning_effort", req.reasoning_effort)
@@ -33,7 +33,7 @@ def chat_turn(req: ChatCompletionRequest, add_generation_prompt: bool = True) ->
         messages=req.messages, params=req, tools=req.tools, tool_choice=req.tool_choice,
         parallel_tool_calls=req.parallel_tool_calls, response_format=req.response_format, template_vars=template_vars,
         reasoning_format=req.reasoning_format, top_logprobs=req.top_logprobs or 0, logprobs=req.logprobs,
-        add_generation_prompt=add_generation_prompt,
+        add_generation_prompt=req.add_generation_prompt, continue_final_message=req.continue_final_message,
     )
 
 

@@ -215,7 +215,7 @@ async def apply_template() -> Response:
     req = parse_model(ApplyTemplateRequest, await json_object())
     s = services()
     async with using(s, req.model) as engine:
-        prepared = prepare_on(s, engine, chat_turn(req, add_generation_prompt=req.add_generation_prompt))
+        prepared = prepare_on(s, engine, chat_turn(req))
     return json_response({"prompt": prepared.text})
 
 

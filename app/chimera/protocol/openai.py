@@ -25,6 +25,8 @@ class ChatCompletionRequest(GenerationFields):
     chat_template_kwargs: dict[str, Any] | None = None
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
     reasoning_format: Literal["auto", "deepseek", "none"] | None = None
+    add_generation_prompt: bool | None = None  # llama-server / vLLM: default on
+    continue_final_message: bool | None = None  # continue the last (assistant) message; default: when it is one
 
     def n_probs_wanted(self) -> int:
         if self.logprobs:
@@ -114,5 +116,3 @@ class DetokenizeRequest(BaseModel):
 
 class ApplyTemplateRequest(ChatCompletionRequest):
     """A chat request rendered, not run: the same messages, tools and template settings."""
-
-    add_generation_prompt: bool = True

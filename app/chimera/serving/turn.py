@@ -38,7 +38,8 @@ class ChatTurn:
     reasoning_format: str | None = None  # this request's --reasoning-format
     top_logprobs: int = 0  # log-probabilities of this many alternatives per token (0: none)
     logprobs: bool = False
-    add_generation_prompt: bool = True
+    add_generation_prompt: bool | None = None  # None: on, unless the last message is continued
+    continue_final_message: bool | None = None  # None: a trailing assistant message is continued (a prefill)
     raw_prompt: str | None = None  # a prompt given as text, not rendered through the template
     prefix_tokens: list[int] = field(default_factory=list)  # tokens before the prompt (a returned context)
     ctx_limit: int | None = None  # the request's own context size, when smaller than a slot's
@@ -52,6 +53,38 @@ class Prepared:
     media: list[tuple[str, Any, str]]  # (kind, source, param) of image / audio parts, in prompt order
     history: list[dict[str, Any]]  # the request's messages as saved chats keep them
     raw: bool = False  # the text is the prompt as given, not a rendered template
+
+
+CONTINUE_MARK = "\u2063chimera-continue\u2063"  # placed after the text to continue, found in the rendered prompt
+
+
+def render_turn(engine: ChatEngine, turn: ChatTurn, messages: list[dict[str, Any]], extra: dict[str, Any]) -> str:
+    """The prompt; a trailing assistant message is continued, as llama-server does: rendered
+    without its end of turn, so the model goes on writing it (a prefill). Explicitly with
+    continue_final_message (which wants add_generation_prompt false)."""
+    last = messages[-1] if messages else {}
+    cont, gen = turn.continue_final_message, turn.add_generation_prompt
+    if cont is None and last.get("role") == "assistant" and not last.get("tool_calls"):
+        if len(messages) >= 2 and messages[-2].get("role") == "assistant":
+            raise BadRequest("Cannot have 2 or more assistant messages at the end of the list.", param="messages")
+        cont, gen = True, False
+    if cont and (gen is None or gen):
+        raise BadRequest("Cannot set both add_generation_prompt and continue_final_message to true.",
+                         param="continue_final_message")
+    if not cont or last.get("role") != "assistant":
+        return engine.render(messages, gen is not False, extra)
+    if last.get("tool_calls"):
+        raise BadRequest("Cannot continue an assistant message that contains tool calls.", param="messages")
+    content = last.get("content")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    marked = [*messages[:-1], {**last, "content": f"{content or ''}{CONTINUE_MARK}"}]
+    text = engine.render(marked, False, extra)
+    at = text.rfind(CONTINUE_MARK)
+    if at < 0:
+        raise BadRequest("this chat template does not show the last assistant message, so it cannot be continued",
+                         param="messages")
+    return text[:at]
 
 
 def constrain(params: GenerationFields, grammar: str, param: str) -> None:
@@ -130,6 +163,6 @@ def prepare(engine: ChatEngine, turn: ChatTurn, thinking_off: bool, default_reas
         grammar = tooluse.forced_grammar(plan)
         if grammar is not None:
             constrain(turn.params, grammar, "tool_choice")
-    text = engine.render(messages, turn.add_generation_prompt, extra)
+    text = render_turn(engine, turn, messages, extra)
     thinking = reasoning_mode(engine.template_source, turn.reasoning_format or default_reasoning, text, plan is not None)
     return Prepared(text, plan, thinking, media, history)
