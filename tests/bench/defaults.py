@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from load import run_load  # noqa: E402
-from run import Proc, build_tool, free_port, prompt_of_tokens  # noqa: E402
+from run import Proc, build_tool, free_port, prompt_of_tokens, write_section  # noqa: E402
 
 LS, CH, OLD = "llama-server", "chimera", "chimera -c 4096 -np 4"
 
@@ -118,13 +117,7 @@ def main() -> None:
     md = "\n".join(lines)
     print("\n" + md)
     if args.write:
-        path = Path(args.write)
-        tag = "bench:defaults"
-        text = path.read_text() if path.exists() else ""
-        if f"<!-- {tag}:start -->" not in text:
-            text += f"\n## Default flags\n\n<!-- {tag}:start -->\n<!-- {tag}:end -->\n"
-        path.write_text(re.sub(rf"(<!-- {tag}:start -->\n).*?(<!-- {tag}:end -->)",
-                               lambda m: m.group(1) + md + "\n" + m.group(2), text, flags=re.S))
+        write_section(Path(args.write), "bench:defaults", md, "Default flags")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from load import run_load  # noqa: E402
-from run import Proc, build_tool, free_port  # noqa: E402
+from run import Proc, build_tool, free_port, write_section  # noqa: E402
 
 A, B = "smollm", "gemma"
 
@@ -276,13 +275,7 @@ def main() -> None:
     md = "\n".join(lines)
     print("\n" + md)
     if args.write:
-        path = Path(args.write)
-        tag = "bench:models"
-        text = path.read_text() if path.exists() else ""
-        if f"<!-- {tag}:start -->" not in text:
-            text += f"\n<!-- {tag}:start -->\n<!-- {tag}:end -->\n"
-        path.write_text(re.sub(rf"(<!-- {tag}:start -->\n).*?(<!-- {tag}:end -->)",
-                               lambda m: m.group(1) + md + "\n" + m.group(2), text, flags=re.S))
+        write_section(Path(args.write), "bench:models", md)
 
 
 if __name__ == "__main__":

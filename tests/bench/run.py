@@ -286,14 +286,17 @@ def main() -> None:
               ", ".join(f"{n} sequences {tg:.0f} tok/s" for n, tg in engine_limit) + "."
     print("\n" + md)
     if args.write:
-        path = Path(args.write)
-        tag = f"bench:{args.backend}"
-        text = path.read_text() if path.exists() else ""
-        if f"<!-- {tag}:start -->" not in text:
-            text += f"\n<!-- {tag}:start -->\n<!-- {tag}:end -->\n"
-        new = re.sub(rf"(<!-- {tag}:start -->\n).*?(<!-- {tag}:end -->)", lambda m: m.group(1) + md + "\n" + m.group(2),
-                     text, flags=re.S)
-        path.write_text(new)
+        write_section(Path(args.write), f"bench:{args.backend}", md)
+
+
+def write_section(path: Path, tag: str, md: str, heading: str | None = None) -> None:
+    """Put `md` between the file's `<!-- tag:start -->` and `<!-- tag:end -->` markers (added at
+    the end, under `heading`, the first time)."""
+    text = path.read_text() if path.exists() else ""
+    if f"<!-- {tag}:start -->" not in text:
+        text += (f"\n## {heading}\n" if heading else "") + f"\n<!-- {tag}:start -->\n<!-- {tag}:end -->\n"
+    path.write_text(re.sub(rf"(<!-- {tag}:start -->\n).*?(<!-- {tag}:end -->)", lambda m: m.group(1) + md + "\n" + m.group(2),
+                           text, flags=re.S))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import argparse
 import concurrent.futures as cf
 import ctypes
 import os
-import re
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import Proc, build_tool, free_port  # noqa: E402
+from run import Proc, build_tool, free_port, write_section  # noqa: E402
 
 CODE = '''import json
 import os
@@ -176,13 +175,7 @@ def main() -> None:
     md = "\n".join(lines)
     print("\n" + md)
     if args.write:
-        path = Path(args.write)
-        tag = "bench:speculative"
-        text = path.read_text() if path.exists() else ""
-        if f"<!-- {tag}:start -->" not in text:
-            text += f"\n## Speculative decoding\n\n<!-- {tag}:start -->\n<!-- {tag}:end -->\n"
-        path.write_text(re.sub(rf"(<!-- {tag}:start -->\n).*?(<!-- {tag}:end -->)",
-                               lambda m: m.group(1) + md + "\n" + m.group(2), text, flags=re.S))
+        write_section(Path(args.write), "bench:speculative", md, "Speculative decoding")
 
 
 if __name__ == "__main__":
