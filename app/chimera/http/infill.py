@@ -100,6 +100,7 @@ def native_prompt(engine: Engine, prompt: str | list[str | int]) -> list[int]:
 
 
 @blueprint.post("/completion")
+@blueprint.post("/completions")  # as llama-server: without /v1 it is the native shape
 async def completion() -> Response:
     s = services()
     req = parse_model(NativeCompletionRequest, await json_object())

@@ -76,7 +76,6 @@ def completion_logprobs(engine: Engine, entries: list[TokenLogprobs], top_n: int
 
 
 @blueprint.post("/v1/completions")
-@blueprint.post("/completions")
 async def completions() -> Response:
     s = services()
     req = parse_model(CompletionRequest, await json_object())
