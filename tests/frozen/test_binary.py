@@ -231,3 +231,19 @@ def test_audit_of_loaded_libraries(binary: Path, models_dir: Path, whisper_model
                         "--models-cache", str(models_dir), *gpu], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ok: every library loaded" in r.stdout
+
+
+def test_pull_from_a_hub_stand_in(binary: Path, env: dict[str, str], tmp_path: Path) -> None:
+    from hubmimic import Blob, Hub
+
+    from conftest import shared_model
+
+    data = shared_model("tiny-random-smollm2-vocab.gguf").read_bytes()
+    hub = Hub(repos={"org/tiny-GGUF": {"tiny-Q4_K_M.gguf": Blob(data, drop_after=3 << 20)}}).start()
+    try:
+        r = run(binary, env | {"HF_ENDPOINT": hub.endpoint}, "pull", "org/tiny-GGUF", "--models-cache", str(tmp_path))
+        assert r.returncode == 0, r.stderr
+        assert Path(r.stdout.strip()).read_bytes() == data
+        assert hub.gets("tiny-Q4_K_M.gguf")[-1].startswith("bytes=")  # resumed after the dropped connection
+    finally:
+        hub.stop()

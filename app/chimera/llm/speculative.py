@@ -140,7 +140,8 @@ class ModelDrafter:
             check_vocab(target, model)
             ll = model.ll
             p = ll.llama_context_default_params()
-            p.n_ctx = settings.ctx_size_draft or n_ctx
+            # the slots' tokens, and room for each slot's draft beyond them
+            p.n_ctx = settings.ctx_size_draft or n_ctx + n_slots * (settings.draft_max + 2)
             p.n_seq_max = n_slots
             p.n_batch = settings.batch_size
             p.n_ubatch = min(settings.ubatch_size, settings.batch_size)
