@@ -139,7 +139,7 @@ def test_tags_show_ps_version(client: ollama.Client, server: Server, smollm: Pat
     assert isinstance(shown.modelinfo["llama.context_length"], int) and "completion" in (shown.capabilities or [])
     assert "<|im_start|>" in (shown.template or "") and shown.modelfile
     ps = client.ps()
-    assert ps.models[0].context_length == 2048 and ps.models[0].model == name  # -c 8192 over 4 slots
+    assert ps.models[0].context_length == 8192 and ps.models[0].model == name  # 4 slots sharing one 8192-token cache
     http = server.http()
     assert http.get("/api/version").json()["version"].count(".") == 2
     assert httpx.head(server.base + "/").status_code == 200, "HEAD / needs no key"
