@@ -40,7 +40,7 @@ def adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def complete(base: str, **extra: object) -> str:
-    r = httpx.post(base + "/v1/completions", json=BODY | extra, timeout=60)
+    r = httpx.post(base + "/v1/completions", json=BODY | extra, timeout=300)
     assert r.status_code == 200, r.text
     return str(r.json()["choices"][0]["text"])
 
@@ -48,7 +48,7 @@ def complete(base: str, **extra: object) -> str:
 def test_lora_changes_output_and_scale_zero_restores(start_server: type[Server], smollm: Path, adapter: Path) -> None:
     base_srv = start_server("-m", str(smollm)).wait_ready()
     base = complete(base_srv.base)
-    s = start_server("-m", str(smollm), "--lora", str(adapter), "-np", "2").wait_ready()
+    s = start_server("-m", str(smollm), "--lora", str(adapter), "-np", "2", "-c", "4096").wait_ready()
     assert httpx.get(s.base + "/lora-adapters").json() == [{"id": 0, "path": str(adapter), "scale": 1.0}]
     with_lora = complete(s.base)
     assert with_lora != base, "the adapter changes the greedy output"
@@ -63,7 +63,7 @@ def test_lora_changes_output_and_scale_zero_restores(start_server: type[Server],
 
 
 def test_concurrent_requests_with_different_adapters(start_server: type[Server], smollm: Path, adapter: Path) -> None:
-    s = start_server("-m", str(smollm), "--lora-scaled", str(adapter), "1.0", "-np", "4").wait_ready()
+    s = start_server("-m", str(smollm), "--lora-scaled", str(adapter), "1.0", "-np", "4", "-c", "4096").wait_ready()
     on, off = complete(s.base), complete(s.base, lora=[{"id": 0, "scale": 0.0}])
     assert on != off
     got: dict[str, list[str]] = {"on": [], "off": []}

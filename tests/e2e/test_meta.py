@@ -171,4 +171,4 @@ def test_props(server: Server) -> None:
     props = server.http().get("/props").json()
     assert props["total_slots"] == 4
     assert "<|im_start|>" in props["chat_template"]
-    assert props["n_ctx"] == 4096
+    assert props["n_ctx"] == props["n_ctx_slot"] == 8192  # the training context, shared by the slots
