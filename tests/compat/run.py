@@ -245,13 +245,17 @@ SERVER_ERROR = re.compile(r"^[\s|]*(chimera: error: .*|compat launcher: no stand
 
 
 def reason(r: Result) -> str:
-    """One line: why the test failed."""
+    """One line: why the test failed (paths in the scratch copy shortened)."""
+    return re.sub(r"/\S*/tools/server/tests/", "<suite>/", _reason(r))
+
+
+def _reason(r: Result) -> str:
     msg = r.message.strip()
     first = msg.splitlines()[0] if msg else r.outcome
     if "Server process died" in msg or "Server did not start" in msg:
         errs = [e.strip() for e in SERVER_ERROR.findall(r.output.split("Server process died")[0])]
         if errs:
-            return f"the server did not start: {errs[-1][:200]}"
+            return f"the server did not start: {errs[-1][:140]}"
     # prefer the assertion line pytest marks with E
     e_lines = [ln[1:].strip() for ln in msg.splitlines() if ln.startswith("E ")]
     line = re.sub(r"\s+", " ", e_lines[0] if e_lines else first)[:200]
@@ -300,7 +304,7 @@ def translations(log: Path) -> dict[str, int]:
     if log.exists():
         for line in log.read_text().splitlines():
             for n in json.loads(line)["notes"]:
-                notes[re.sub(r" -> .*", "", n) if n.startswith("--hf-repo") else n] += 1
+                notes[n] += 1
     return notes
 
 
@@ -426,13 +430,17 @@ def report(tests: Path, req_notes: list[str], ls_bin: str) -> str:
         "line unchanged. chimera gets it with these translations, and no others (a flag chimera does not take makes it exit, "
         "and the test fails with its message); launches of the chimera run that needed each:",
         "",
-        *[f"  - {n}: {c}" for n, c in sorted(translations(RESULTS / "chimera.launches.jsonl").items())],
+        *[f"  - `{n}`: {c}" for n, c in sorted(translations(RESULTS / "chimera.launches.jsonl").items())],
         "",
         "- **Harness** (a unit/conftest.py added to the unpacked suite, the same for both servers): the session fixture that "
         "starts every preset once to download its hub model does nothing (the stand-ins are local), and a test that runs "
         "over the time limit fails instead of hanging the run. The two test images the suite fetches from the hub with "
         f"`requests.get` ({', '.join(standins.IMAGES)}, for base64 payloads) are served from local PNGs made from "
         "llama.cpp's tools/mtmd/test-1.jpeg; images the server itself is asked to fetch by URL are not (no network).",
+        f"- **Details.** Each run's junit XML (with every test's server output), its console output and a log of every "
+        f"launch (argv in, argv out) are in `{RESULTS.relative_to(Path.home()) if RESULTS.is_relative_to(Path.home()) else RESULTS}` "
+        "(under the home folder); `tests/compat/run.py --report-only` rewrites this page from them, and tests/compat/causes.json "
+        "sorts the failures into the causes above.",
         "- **Python packages.** The suite's requirements.txt: the missing ones are installed into the venv; these are present "
         "in another version and kept: " + "; ".join(req_notes) + ".",
         "",
