@@ -106,6 +106,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("chat_template", ("--chat-template",), "chat template to use instead of the model's: a built-in name (chatml, llama3, mistral-v7, ...; llama.cpp's names) or Jinja text"),
     Option("chat_template_file", ("--chat-template-file",), "Jinja chat template file to use instead of the model's", metavar="PATH"),
     Option("reasoning_format", ("--reasoning-format",), "where <think> blocks go: auto (when the template thinks) | deepseek (always) | none (left in content)"),
+    Option("reasoning", ("-rea", "--reasoning"), "thinking in chat: on | off (templates asked not to think, a forced-open <think> closed) | auto (default)"),
     Option("reasoning_budget", ("--reasoning-budget",), "-1: think freely; 0: ask the template not to think (default -1)"),
     Option("slot_save_path", ("--slot-save-path",), "directory for slot KV-cache files (POST /slots/{id}?action=save|restore)", metavar="DIR"),
     # llama-server's engine flags
@@ -223,6 +224,7 @@ ACCEPTED: tuple[Accepted, ...] = (
     Accepted(("-fit", "--fit"), "use -ngl and -c to size the model", value=True),
     Accepted(("--no-webui-mcp-proxy", "--webui-mcp-proxy", "--ui-mcp-proxy", "--no-ui-mcp-proxy"), "chimera's web UI has no MCP proxy"),
     Accepted(("--webui", "--ui"), "the web UI is on unless --no-webui"),
+    Accepted(("-bs", "--backend-sampling", "--backend_sampling"), "sampling runs on the CPU after each decode"),
     Accepted(("--mmproj-auto",), "with -hf the repository's projector is used unless --no-mmproj"),
     Accepted(("--no-jinja",), "chat templates are always Jinja (rendered in a sandbox)"),
 )
@@ -381,6 +383,7 @@ class Settings(BaseModel):
     sleep_idle_seconds: float = -1.0
     slot_save_path: Path | None = None
     reasoning_format: Literal["auto", "deepseek", "none"] = "auto"
+    reasoning: Literal["on", "off", "auto"] = "auto"
     reasoning_budget: int = -1
 
     @field_validator("flash_attn", mode="before")
@@ -436,6 +439,13 @@ class Settings(BaseModel):
         if self.context_shift and self.no_context_shift:
             raise ValueError("--context-shift and --no-context-shift: give one")
         return self
+
+    def thinking(self) -> bool | None:
+        """The server's word on thinking: off with --reasoning off or --reasoning-budget 0, on
+        with --reasoning on, else left to the template (None)."""
+        if self.reasoning == "off" or self.reasoning_budget == 0:
+            return False
+        return True if self.reasoning == "on" else None
 
     def hosts(self) -> list[str]:
         """--host's addresses and socket paths."""
@@ -612,7 +622,7 @@ LLAMA_ENV: dict[str, str] = {
     "n_gpu_layers": "LLAMA_ARG_N_GPU_LAYERS", "flash_attn": "LLAMA_ARG_FLASH_ATTN", "api_key": "LLAMA_API_KEY",
     "api_key_file": "LLAMA_ARG_API_KEY_FILE", "embeddings": "LLAMA_ARG_EMBEDDINGS", "pooling": "LLAMA_ARG_POOLING", "reranking": "LLAMA_ARG_RERANKING",
     "mmproj": "LLAMA_ARG_MMPROJ", "chat_template": "LLAMA_ARG_CHAT_TEMPLATE", "chat_template_file": "LLAMA_ARG_CHAT_TEMPLATE_FILE",
-    "reasoning_format": "LLAMA_ARG_THINK", "reasoning_budget": "LLAMA_ARG_THINK_BUDGET", "models_dir": "LLAMA_ARG_MODELS_DIR",
+    "reasoning_format": "LLAMA_ARG_THINK", "reasoning_budget": "LLAMA_ARG_THINK_BUDGET", "reasoning": "LLAMA_ARG_REASONING", "models_dir": "LLAMA_ARG_MODELS_DIR",
     "models_preset": "LLAMA_ARG_MODELS_PRESET", "models_max": "LLAMA_ARG_MODELS_MAX", "cache_type_k": "LLAMA_ARG_CACHE_TYPE_K",
     "cache_type_v": "LLAMA_ARG_CACHE_TYPE_V", "numa": "LLAMA_ARG_NUMA", "split_mode": "LLAMA_ARG_SPLIT_MODE",
     "tensor_split": "LLAMA_ARG_TENSOR_SPLIT", "main_gpu": "LLAMA_ARG_MAIN_GPU", "device": "LLAMA_ARG_DEVICE",

@@ -86,3 +86,22 @@ def test_anthropic_thinking_blocks(server: Server) -> None:
         final = stream.get_final_message()
     assert [b.type for b in final.content][:2] == ["thinking", "text"]
     assert final.content[0].thinking == msg.content[0].thinking
+
+
+def test_reasoning_flag(start_server: type[Server], smollm: Path, tmp_path: Path) -> None:
+    """--reasoning off asks the template not to think, and closes a think block a template opens
+    regardless (DeepSeek-R1's way); on and auto leave it open."""
+    forced = tmp_path / "forced.jinja"
+    forced.write_text("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                      "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}")
+    prompts = {}
+    for mode in ("on", "off", "auto"):
+        s = start_server("-m", str(smollm), "-c", "1024", "--chat-template-file", str(forced), "--reasoning", mode).wait_ready()
+        prompts[mode] = s.http().post("/apply-template", json={"messages": ASK}).json()["prompt"]
+        s.stop()
+    assert prompts["on"].endswith("<think>\n") and prompts["auto"] == prompts["on"]
+    assert prompts["off"].endswith("<think>\n</think>")
+    env = start_server("-m", str(smollm), "-c", "1024", "--chat-template-file", str(forced), env={"LLAMA_ARG_REASONING": "off"}).wait_ready()
+    assert env.http().post("/apply-template", json={"messages": ASK}).json()["prompt"].endswith("</think>")
+    m = env.http().get("/metrics")
+    assert abs(int(m.headers["Process-Start-Time-Unix"]) - __import__("time").time()) < 600

@@ -66,7 +66,7 @@ def messages_turn(req: MessagesRequest | CountTokensRequest, thinking: bool, par
 
 
 def _wants_thinking(s: Services, req: MessagesRequest) -> bool:
-    return bool(req.thinking and req.thinking.get("type") == "enabled") and s.settings.reasoning_budget != 0
+    return bool(req.thinking and req.thinking.get("type") == "enabled") and s.settings.thinking() is not False
 
 
 def _usage(u: Usage) -> dict[str, Any]:

@@ -77,7 +77,9 @@ async def metrics() -> Response:
     if s.models is not None:
         for engine in s.models.engines():
             engine.update_gauges()
-    return Response(s.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+    r = Response(s.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+    r.headers["Process-Start-Time-Unix"] = str(int(s.metrics.started))  # as llama-server sends it
+    return r
 
 
 @blueprint.get("/v1/chimera/info")

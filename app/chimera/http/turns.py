@@ -16,7 +16,7 @@ from .leases import lease
 
 def prepare_on(s: Services, engine: Engine, turn: ChatTurn) -> Prepared:
     settings = s.settings
-    return prepare(engine, turn, settings.reasoning_budget == 0, settings.reasoning_format)
+    return prepare(engine, turn, settings.thinking(), settings.reasoning_format)
 
 
 async def start_turn(s: Services, turn: ChatTurn, model: str | None,

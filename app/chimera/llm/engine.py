@@ -356,7 +356,7 @@ class Engine:
             self.model.check_tokens(toks, "input")
             if len(toks) > limit:
                 if not truncate:
-                    raise ContextLengthExceeded(f"input[{i}] has {len(toks)} tokens; the model takes at most {limit}",
+                    raise ContextLengthExceeded(f"input[{i}] is too large: {len(toks)} tokens, and the model takes at most {limit}",
                                                 param="input")
                 toks = toks[:limit]
             token_lists.append(toks)

@@ -17,7 +17,7 @@ from ..errors import BadRequest
 from ..llm import tooluse
 from ..llm.chat import normalize_messages
 from ..llm.grammars import JSON_GBNF
-from ..llm.reasoning import OPEN, HarmonySplitter, ReasoningSplitter
+from ..llm.reasoning import CLOSE, OPEN, HarmonySplitter, ReasoningSplitter
 from ..llm.schema import schema_to_grammar
 from ..protocol.params import GenerationFields
 from .engine import ChatEngine
@@ -119,8 +119,8 @@ def apply_response_format(params: GenerationFields, rf: dict[str, Any] | None) -
                          param="response_format.type")
 
 
-def template_vars(turn: ChatTurn, thinking_off: bool) -> dict[str, Any]:
-    extra: dict[str, Any] = {"enable_thinking": False} if thinking_off else {}
+def template_vars(turn: ChatTurn, thinking: bool | None) -> dict[str, Any]:
+    extra: dict[str, Any] = {"enable_thinking": thinking} if thinking is not None else {}
     for key, value in turn.template_vars.items():
         if key in RESERVED_TEMPLATE_VARS:
             raise BadRequest(f"chat_template_kwargs cannot set {key!r}", param=f"chat_template_kwargs.{key}")
@@ -144,9 +144,10 @@ def reasoning_mode(template_source: str, fmt: str, prompt: str, tools: bool) -> 
     return lambda: ReasoningSplitter(inside)
 
 
-def prepare(engine: ChatEngine, turn: ChatTurn, thinking_off: bool, default_reasoning: str) -> Prepared:
+def prepare(engine: ChatEngine, turn: ChatTurn, thinking: bool | None, default_reasoning: str) -> Prepared:
     """Render the turn's prompt and settle its constraints (raises BadRequest on bad input).
-    `thinking_off`: the server asks templates not to think (--reasoning-budget 0)."""
+    `thinking`: the server asks templates to think or not (--reasoning, --reasoning-budget 0);
+    None leaves it to the template. Off, a think block the template opens anyway is closed."""
     if turn.raw_prompt is not None:
         apply_response_format(turn.params, turn.response_format)
         return Prepared(turn.raw_prompt, None, None, [], [{"role": "user", "content": turn.raw_prompt}], raw=True)
@@ -155,7 +156,7 @@ def prepare(engine: ChatEngine, turn: ChatTurn, thinking_off: bool, default_reas
     history = normalize_messages(turn.messages, [] if engine.projector else None)
     plan = tooluse.plan(turn.tools, turn.tool_choice, turn.parallel_tool_calls, engine.template_source)
     apply_response_format(turn.params, turn.response_format)
-    extra = template_vars(turn, thinking_off)
+    extra = template_vars(turn, thinking)
     if plan is not None:
         messages = tooluse.render_messages(messages, plan)
         if plan.native:
@@ -164,5 +165,7 @@ def prepare(engine: ChatEngine, turn: ChatTurn, thinking_off: bool, default_reas
         if grammar is not None:
             constrain(turn.params, grammar, "tool_choice")
     text = render_turn(engine, turn, messages, extra)
-    thinking = reasoning_mode(engine.template_source, turn.reasoning_format or default_reasoning, text, plan is not None)
-    return Prepared(text, plan, thinking, media, history)
+    if thinking is False and turn.add_generation_prompt is not False and text.rstrip().endswith(OPEN):
+        text = text + CLOSE  # the template forces a think block open: close it, as llama-server does
+    splitters = reasoning_mode(engine.template_source, turn.reasoning_format or default_reasoning, text, plan is not None)
+    return Prepared(text, plan, splitters, media, history)
