@@ -43,3 +43,12 @@ def test_jinja_builtins_and_literal_jinja() -> None:
     assert Settings(chat_template=literal).chat_template == literal and Settings(chat_template="phi4").chat_template == "phi4"
     with pytest.raises(ValueError, match="unknown template"):
         Settings(chat_template="no-such-template")
+
+
+def test_templates_see_todays_date_as_llama_cpp_gives_it() -> None:
+    from datetime import date
+
+    t = ChatTemplate.select(None, "{{ date_string }} | {{ datetime }}", None, "", "")
+    today = date.today()
+    assert t.render(MESSAGES) == f"{today.strftime('%d %b %Y')} | {today.strftime('%b %d %Y')}"
+    assert ChatTemplate.select(None, "{{ date_string }}", None, "", "").render(MESSAGES, date_string="1 Jan 2000") == "1 Jan 2000"

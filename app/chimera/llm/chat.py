@@ -65,13 +65,16 @@ class ChatTemplate:
             return self._render(as_text, add_generation_prompt, **extra)
 
     def _render(self, messages: list[dict[str, Any]], add_generation_prompt: bool, **extra: Any) -> str:
+        now = datetime.now()
+        # today, as llama.cpp gives templates that print it (Llama 3.x: date_string; firefunction: datetime)
+        dates = {"date_string": now.strftime("%d %b %Y"), "datetime": now.strftime("%b %d %Y")}
         try:
             return self.template.render(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
-                **extra,
+                **(dates | extra),
             )
         except BadRequest:
             raise
