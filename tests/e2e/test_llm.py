@@ -285,7 +285,8 @@ def test_generation_to_end_of_context_stops_with_length(start_server: type[Serve
     ({"messages": [{"role": "user"}]}, "messages.0.content"),
     ({"messages": HELLO, "temperature": -1}, "temperature"),
     ({"messages": HELLO, "n": 0}, "n"),
-    ({"messages": HELLO, "logit_bias": {"abc": 1}}, "logit_bias"),
+    ({"messages": HELLO, "logit_bias": {"999999": 1}}, "logit_bias"),
+    ({"messages": HELLO, "logit_bias": [[1, "x"]]}, "logit_bias"),
     ({"messages": HELLO, "stop": 5}, "stop"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]}, "messages.0.content.0.type"),
 ])
@@ -369,3 +370,17 @@ def test_engine_metrics(server: Server) -> None:
                  "chimera_llm_kv_cache_usage_ratio", "chimera_llm_time_to_first_token_seconds",
                  "chimera_llm_generation_tokens_per_second"):
         assert name in fams, name
+
+
+def test_logit_bias_by_text_and_pairs(server: Server) -> None:
+    """llama-server's forms: [[token or text, bias or false]] pairs, and text keys."""
+    http = server.http()
+    forced = http.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 4, "temperature": 0,
+                                                     "logit_bias": [["zebra", 100]]}).json()
+    text = forced["choices"][0]["message"]["content"]
+    assert text and set(text) <= set("zebra")
+    plain = http.post("/v1/completions", json={"prompt": "The capital of France is", "max_tokens": 1, "temperature": 0}).json()
+    first = plain["choices"][0]["text"]
+    banned = http.post("/v1/completions", json={"prompt": "The capital of France is", "max_tokens": 1, "temperature": 0,
+                                                "logit_bias": {first: False}}).json()
+    assert banned["choices"][0]["text"] != first

@@ -116,6 +116,9 @@ class FakeEngine:
     def token_bytes(self, token: int) -> bytes:
         return f"<{token}>".encode()
 
+    def text_tokens(self, text: str) -> list[int]:
+        return [ord(c) % 1000 for c in text]
+
     def generate(self, prompts: list[list[int]], spec: GenerationSpec, param: str, render_special: bool = False) -> FakeGeneration:
         self.specs.append(spec)
         return FakeGeneration(prompts[0], spec, self.pieces)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from chimera.llm.sampling import SamplingParams
 from chimera.protocol.params import SAMPLING_FIELDS, GenerationFields
 
@@ -24,3 +26,22 @@ def test_every_sampling_field_reaches_the_spec() -> None:
                                                      "lora": [{"id": 0, "scale": 0.5}]}).spec(1000, 3)
     assert {k: getattr(spec.sampling, k) for k in values} == values
     assert (spec.max_tokens, spec.stops, spec.n, spec.n_probs, spec.lora) == (5, ["a"], 2, 3, [(0, 0.5)])
+
+
+def test_logit_bias_in_openai_and_llama_server_forms() -> None:
+    from chimera.errors import BadRequest
+    from chimera.protocol.params import GenerationFields
+
+    words = {"Hello": [5, 6], " world": [7]}
+
+    def bias(value: object) -> dict[int, float]:
+        return GenerationFields(logit_bias=value).sampling(100, tokenize=lambda t: words[t]).logit_bias  # type: ignore[arg-type]
+
+    assert bias({"3": 2.5, "4": -200}) == {3: 2.5, 4: -100.0}  # OpenAI's: ids as strings, clamped to +-100
+    assert bias([[3, 1.0], ["Hello", -2.0], [" world", False]]) == {3: 1.0, 5: -2.0, 6: -2.0, 7: float("-inf")}
+    assert bias({"Hello": 1.5}) == {5: 1.5, 6: 1.5}  # text keys: every token of the text
+    for bad in ([[3]], [[3, "x"]], {"500": 1.0}, [[None, 1.0]]):
+        with pytest.raises(BadRequest):
+            bias(bad)
+    with pytest.raises(BadRequest, match="token ids"):  # text needs a tokenizer
+        GenerationFields(logit_bias={"Hello": 1.0}).sampling(100)

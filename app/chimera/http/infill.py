@@ -119,7 +119,7 @@ async def _native(s: Any, req: GenerationFields, build: Callable[[Engine], list[
     try:
         engine = held.engine
         tokens = build(engine)
-        gen = engine.generate([tokens], req.spec(engine.n_vocab, defaults=engine.defaults), param)
+        gen = engine.generate([tokens], req.spec(engine.n_vocab, defaults=engine.defaults, tokenize=engine.text_tokens), param)
         if req.stream:
             return sse_response(Streamed(_stream(gen), held.release))
         choices = await gen.collect()

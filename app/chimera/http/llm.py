@@ -102,7 +102,7 @@ async def _completions(model_id: str, engine: Engine, req: CompletionRequest, re
             texts.append(engine.model.detokenize(p, param="prompt"))
         else:
             raise BadRequest("'prompt' must be a string, a list of strings, or token arrays", param="prompt")
-    gen = engine.generate(prompts, req.spec(engine.n_vocab, req.n_probs_wanted(), engine.defaults), "prompt")
+    gen = engine.generate(prompts, req.spec(engine.n_vocab, req.n_probs_wanted(), engine.defaults, engine.text_tokens), "prompt")
     cid, created = new_id("cmpl"), gen.created
     top_n = req.logprobs or 0
     want_lp = req.logprobs is not None

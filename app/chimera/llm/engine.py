@@ -263,6 +263,10 @@ class Engine:
         starts_with_bos = bool(self.template.bos_token) and text.startswith(self.template.bos_token)
         return self.model.tokenize(text, add_special=bos and not starts_with_bos, parse_special=True)
 
+    def text_tokens(self, text: str) -> list[int]:
+        """A text's tokens alone: no special tokens added or parsed (logit_bias by text)."""
+        return self.model.tokenize(text, add_special=False, parse_special=False)
+
     def token_bytes(self, token: int) -> bytes:
         return bytes(self.model.piece(token))
 

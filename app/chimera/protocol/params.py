@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -68,7 +69,8 @@ class GenerationFields(BaseModel):
     xtc_probability: float | None = Field(None, ge=0.0, le=1.0)
     xtc_threshold: float | None = Field(None, ge=0.0, le=1.0)
     seed: int | None = None
-    logit_bias: dict[str, float] | None = None
+    # OpenAI's {"token id": bias}; llama-server's [[token id or text, bias or false], ...] and text keys too
+    logit_bias: dict[str, float | bool] | list[list[Any]] | None = None
     ignore_eos: bool = False
     grammar: str | None = None
     json_schema: dict[str, Any] | None = None
@@ -99,7 +101,24 @@ class GenerationFields(BaseModel):
                 return v
         return default
 
-    def sampling(self, n_vocab: int, defaults: SamplingParams | None = None) -> SamplingParams:
+    @staticmethod
+    def _bias_tokens(key: Any, n_vocab: int, tokenize: Callable[[str], list[int]] | None) -> list[int]:
+        """The tokens a logit_bias key stands for: an id, or (llama-server) every token of a text."""
+        if isinstance(key, bool) or not isinstance(key, (int, str)):
+            raise BadRequest(f"logit_bias keys are token ids or text, got {key!r}", param="logit_bias")
+        if isinstance(key, str):
+            try:
+                key = int(key)
+            except ValueError:
+                if tokenize is None:
+                    raise BadRequest(f"logit_bias keys must be token ids, got {key!r}", param="logit_bias") from None
+                return tokenize(key)
+        if not 0 <= key < n_vocab:
+            raise BadRequest(f"logit_bias token {key} is outside the vocabulary", param="logit_bias")
+        return [key]
+
+    def sampling(self, n_vocab: int, defaults: SamplingParams | None = None,
+                 tokenize: Callable[[str], list[int]] | None = None) -> SamplingParams:
         """The request's sampling: its own fields over the server's defaults (llama-server's
         --temp, --top-k, ..., --grammar); a constraint of the request's own replaces the default one."""
         p = copy.copy(defaults) if defaults is not None else SamplingParams()
@@ -112,20 +131,21 @@ class GenerationFields(BaseModel):
             p.dry_sequence_breakers = tuple(self.dry_sequence_breakers or DEFAULT_DRY_BREAKERS)
         p.ignore_eos = self.ignore_eos or (defaults is not None and defaults.ignore_eos and "ignore_eos" not in self.model_fields_set)
         if self.logit_bias:
-            for key, bias in self.logit_bias.items():
-                try:
-                    tok = int(key)
-                except ValueError:
-                    raise BadRequest(f"logit_bias keys must be token ids, got {key!r}", param="logit_bias") from None
-                if not 0 <= tok < n_vocab:
-                    raise BadRequest(f"logit_bias token {tok} is outside the vocabulary", param="logit_bias")
-                p.logit_bias[tok] = max(-100.0, min(100.0, bias)) if abs(bias) != float("inf") else bias
+            pairs = list(self.logit_bias.items()) if isinstance(self.logit_bias, dict) else self.logit_bias
+            for i, pair in enumerate(pairs):
+                if len(pair) != 2 or not isinstance(pair[1], (int, float)):
+                    raise BadRequest(f"logit_bias[{i}] must be a token (or text) and a bias (a number or false)", param="logit_bias")
+                key, bias = pair
+                bias = float("-inf") if bias is False else float(bias)
+                for tok in self._bias_tokens(key, n_vocab, tokenize):
+                    p.logit_bias[tok] = max(-100.0, min(100.0, bias)) if abs(bias) != float("inf") else bias
         return p
 
-    def spec(self, n_vocab: int, n_probs: int = 0, defaults: GenerationDefaults | None = None) -> GenerationSpec:
+    def spec(self, n_vocab: int, n_probs: int = 0, defaults: GenerationDefaults | None = None,
+             tokenize: Callable[[str], list[int]] | None = None) -> GenerationSpec:
         d = defaults or GenerationDefaults()
         return GenerationSpec(
-            sampling=self.sampling(n_vocab, d.sampling), max_tokens=self.limit(d.max_tokens), stops=self.stop_list(), n=self.n,
+            sampling=self.sampling(n_vocab, d.sampling, tokenize), max_tokens=self.limit(d.max_tokens), stops=self.stop_list(), n=self.n,
             n_probs=n_probs, cache_prompt=self.cache_prompt, lora=[(x.id, x.scale) for x in self.lora or []],
             draft={k: v for k, v in (("n_max", self.speculative_n_max), ("n_min", self.speculative_n_min),
                                      ("p_min", self.speculative_p_min)) if v is not None})

@@ -84,7 +84,7 @@ class ChatRun:
     async def start(cls, engine: ChatEngine, turn: ChatTurn, prepared: Prepared, *, allow_remote_media: bool,
                     saver: Saver | None = None, model_id: str = "", on_end: Callable[[], None] | None = None) -> ChatRun:
         n_probs = max(1, turn.top_logprobs) if turn.logprobs else (turn.params.n_probs or 0)
-        spec = turn.params.spec(engine.n_vocab, n_probs, engine.defaults)
+        spec = turn.params.spec(engine.n_vocab, n_probs, engine.defaults, engine.text_tokens)
         render_special = prepared.plan is not None or prepared.thinking is not None
         if not prepared.media:
             bos = not turn.prefix_tokens  # a returned context starts with its own
