@@ -58,6 +58,9 @@ def test_image_in_chat(server: Server, jpeg: bytes) -> None:
 def test_models_and_props_report_vision(server: Server) -> None:
     assert "vision" in server.client().models.list().data[0].model_extra["capabilities"]
     assert httpx.get(server.base + "/props").json()["modalities"] == {"vision": True, "audio": False}
+    for path in ("/models", "/v1/models"):  # llama-server's own list beside OpenAI's data
+        listed = server.http().get(path).json()["models"][0]
+        assert {"completion", "multimodal"} <= set(listed["capabilities"]) and listed["model"] == listed["name"]
 
 
 def test_bad_media_is_400(server: Server) -> None:

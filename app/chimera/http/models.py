@@ -14,6 +14,7 @@ from ..llm import introspect
 from ..registry.registry import Hosted, ModelRegistry
 from ..services import Services
 from .common import json_object, json_response, parse_model, services, sse_response
+from .ollama import capabilities, model_entry
 
 blueprint = Blueprint("models", __name__)
 
@@ -71,7 +72,15 @@ async def models() -> Response:
         data.append({"id": path.rsplit("/", 1)[-1].removesuffix(".gguf").removesuffix(".bin"), "object": "model",
                      "created": created, "owned_by": "chimera", "status": {"value": "loaded"},
                      "chimera": {"kind": kind, "path": path}})
-    return json_response({"object": "list", "data": data})
+    # llama-server's own list beside OpenAI's: Ollama-style entries with capabilities
+    listed = []
+    for h in registry.hosted.values():
+        caps = capabilities(h)
+        if "vision" in caps or (h.engine is not None and h.engine.audio):
+            caps.append("multimodal")
+        listed.append(model_entry(h) | {"name": h.id, "model": h.id, "type": "model", "description": "", "tags": [""],
+                                        "capabilities": caps, "parameters": ""})
+    return json_response({"models": listed, "object": "list", "data": data})
 
 
 @blueprint.post("/models/load")

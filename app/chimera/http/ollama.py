@@ -287,7 +287,7 @@ def _modified(h: Hosted) -> str:
     return datetime.fromtimestamp(h.spec.path.stat().st_mtime, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _model_entry(h: Hosted) -> dict[str, Any]:
+def model_entry(h: Hosted) -> dict[str, Any]:
     digest = hashlib.sha256(f"{h.spec.path}:{h.spec.size}".encode()).hexdigest()
     return {"name": f"{h.id}:latest", "model": f"{h.id}:latest", "modified_at": _modified(h), "size": h.spec.size,
             "digest": digest, "details": _details(h)}
@@ -297,7 +297,7 @@ def _model_entry(h: Hosted) -> dict[str, Any]:
 async def tags() -> Response:
     s = services()
     s.check_loaded()
-    return json_response({"models": [_model_entry(h) for h in s.require_models().hosted.values()]})
+    return json_response({"models": [model_entry(h) for h in s.require_models().hosted.values()]})
 
 
 @blueprint.get("/api/ps")
@@ -305,7 +305,7 @@ async def ps() -> Response:
     registry = services().require_models()
     out = []
     for h in registry.loaded():
-        entry = _model_entry(h)
+        entry = model_entry(h)
         del entry["modified_at"]
         keep = registry.keep_alive_of(h)
         expires = "2318-01-01T00:00:00Z" if keep is None or keep < 0 else datetime.fromtimestamp(
