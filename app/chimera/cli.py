@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import ACCEPTED, OPTIONS, Settings, resolve
+from .config import OPTIONS, Settings, resolve
 from .errors import ConfigError
+from .llama_flags import ACCEPTED
 
 
 class _Parser(argparse.ArgumentParser):

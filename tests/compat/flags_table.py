@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "app"))
 
 from chimera.cli import build_parser  # noqa: E402
-from chimera.config import ACCEPTED  # noqa: E402
+from chimera.llama_flags import ACCEPTED  # noqa: E402
 
 # why a llama-server flag is refused: the first pattern that matches the flag's names
 REFUSED: list[tuple[str, str]] = [

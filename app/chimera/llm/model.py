@@ -97,7 +97,7 @@ KV_OVERRIDE_TAGS = {"int": 0, "float": 1, "bool": 2, "str": 3}  # enum llama_mod
 
 def _kv_overrides(ll: Any, items: tuple[str, ...]) -> Any:
     """An array of llama_model_kv_override for llama.cpp, ended by an entry with an empty key."""
-    from ..config import parse_override
+    from ..llama_flags import parse_override
 
     arr = (ll.llama_model_kv_override * (len(items) + 1))()
     for entry, item in zip(arr, items):
