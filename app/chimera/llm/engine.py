@@ -38,6 +38,7 @@ from .chat import ChatTemplate
 from .context import ContextPlan, memory_for_cache, plan_for
 from .doorbell import Doorbell
 from .generation import Generation, GenerationSpec, generation_defaults
+from .loading import context_params, rope
 from .model import Model, Placement
 from .placement import choose_slot
 from .sampling import build_chain
@@ -61,27 +62,6 @@ class LoraAdapter:
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "path": self.path, "scale": self.scale}
-
-
-# ggml's type ids of the KV cache types llama-server offers
-KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
-ROPE_SCALING = {"none": 0, "linear": 1, "yarn": 2}
-
-
-def rope(p: Any, s: Settings) -> None:
-    """llama-server's RoPE and YaRN flags onto the context parameters (unset: the model's own)."""
-    if s.rope_scaling is not None:
-        p.rope_scaling_type = ROPE_SCALING[s.rope_scaling]
-    if s.rope_freq_base is not None:
-        p.rope_freq_base = s.rope_freq_base
-    if s.rope_freq_scale is not None:
-        p.rope_freq_scale = s.rope_freq_scale
-    elif s.rope_scale is not None:
-        p.rope_freq_scale = 1.0 / s.rope_scale
-    for name in ("yarn_orig_ctx", "yarn_ext_factor", "yarn_attn_factor", "yarn_beta_slow", "yarn_beta_fast"):
-        value = getattr(s, name)
-        if value is not None:
-            setattr(p, name, value)
 
 
 class Engine:
@@ -141,7 +121,6 @@ class Engine:
         4: rank, for a cross-encoder reranker)."""
         model = Model.load(path, Placement.of(settings), progress)
         ll = model.ll
-        p = ll.llama_context_default_params()
         if settings.embeddings:
             # every input whole in one sequence: an equal share each, at most the training context
             total = settings.ctx_size or model.n_ctx_train * settings.n_slots()
@@ -153,19 +132,10 @@ class Engine:
             plan = plan_for(settings, model.meta, memory_for_cache(model.size()), model.n_ctx_train)
             if plan.note:
                 log.warning("model %s: %s", path.name, plan.note)
-        p.n_ctx = plan.n_ctx
-        p.n_seq_max = plan.n_slots
-        p.n_batch = settings.batch_size
-        # a non-causal (embedding) model needs each input whole in one micro-batch
-        p.n_ubatch = settings.batch_size if settings.embeddings else min(settings.ubatch_size, settings.batch_size)
-        threads = settings.threads or max(1, os.cpu_count() or 2)
-        p.n_threads = threads
-        p.n_threads_batch = settings.threads_batch or threads
-        p.flash_attn_type = {"on": 1, "off": 0, "auto": -1}[settings.flash_attn]
-        p.type_k, p.type_v = KV_TYPES[settings.cache_type_k], KV_TYPES[settings.cache_type_v]
+        p = context_params(ll, settings, n_ctx=plan.n_ctx, n_seq=plan.n_slots, unified=plan.unified, threads=settings.threads,
+                           threads_batch=settings.threads_batch, type_k=settings.cache_type_k, type_v=settings.cache_type_v,
+                           whole_batch=settings.embeddings)
         rope(p, settings)
-        p.kv_unified = plan.unified
-        p.no_perf = True
         if settings.embeddings:
             p.embeddings = True
             p.pooling_type = pooling

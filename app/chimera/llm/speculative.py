@@ -16,7 +16,6 @@ token is a sample of the model itself: greedy output is the same as without spec
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -128,7 +127,7 @@ class ModelDrafter:
 
     @classmethod
     def load(cls, settings: Settings, target: Any, n_slots: int, n_ctx: int, unified: bool) -> ModelDrafter:
-        from .engine import KV_TYPES
+        from .loading import context_params
         from .model import Model, Placement
 
         assert settings.model_draft is not None
@@ -139,18 +138,11 @@ class ModelDrafter:
         try:
             check_vocab(target, model)
             ll = model.ll
-            p = ll.llama_context_default_params()
             # the slots' tokens, and room for each slot's draft beyond them
-            p.n_ctx = settings.ctx_size_draft or n_ctx + n_slots * (settings.draft_max + 2)
-            p.n_seq_max = n_slots
-            p.n_batch = settings.batch_size
-            p.n_ubatch = min(settings.ubatch_size, settings.batch_size)
-            threads = settings.threads_draft or settings.threads or max(1, os.cpu_count() or 2)
-            p.n_threads = threads
-            p.n_threads_batch = settings.threads_batch_draft or threads
-            p.type_k, p.type_v = KV_TYPES[settings.cache_type_k_draft], KV_TYPES[settings.cache_type_v_draft]
-            p.kv_unified = unified
-            p.no_perf = True
+            p = context_params(ll, settings, n_ctx=settings.ctx_size_draft or n_ctx + n_slots * (settings.draft_max + 2),
+                               n_seq=n_slots, unified=unified, threads=settings.threads_draft or settings.threads,
+                               threads_batch=settings.threads_batch_draft, type_k=settings.cache_type_k_draft,
+                               type_v=settings.cache_type_v_draft)
             ctx = ll.llama_init_from_model(model.ptr, p)
             if not ctx:
                 raise ConfigError(f"--model-draft: llama.cpp could not create a context: {model.native.last_error or 'out of memory?'}")
