@@ -23,7 +23,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from load import run_load  # noqa: E402
-from run import Proc, build_tool, free_port, prompt_of_tokens, write_section  # noqa: E402
+from run import Proc, build_tool, cpu_name, free_port, prompt_of_tokens, publish  # noqa: E402
 
 LS, CH, OLD = "llama-server", "chimera", "chimera -c 4096 -np 4"
 
@@ -98,7 +98,7 @@ def main() -> None:
             p.stop()
 
     med = {n: {c: statistics.median(v) for c, v in d.items()} for n, d in runs.items()}
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = cpu_name()
     lines = [
         f"Machine: {cpu}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}. Model: {Path(args.model).name} "
         f"(8,192-token training context); each server with only `-m` and `-t {args.threads}`, all three running at "
@@ -115,9 +115,7 @@ def main() -> None:
               f"chimera's defaults / its former ones: {med[CH][1] / med[OLD][1]:.2f} at 1 client, "
               f"{med[CH][4] / med[OLD][4]:.2f} at 4."]
     md = "\n".join(lines)
-    print("\n" + md)
-    if args.write:
-        write_section(Path(args.write), "bench:defaults", md, "Default flags")
+    publish(md, args.write, "bench:defaults", "Default flags")
 
 
 if __name__ == "__main__":

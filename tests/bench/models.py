@@ -30,7 +30,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from load import run_load  # noqa: E402
-from run import Proc, build_tool, free_port, write_section  # noqa: E402
+from run import Proc, build_tool, cpu_name, free_port, publish  # noqa: E402
 
 A, B = "smollm", "gemma"
 
@@ -244,7 +244,7 @@ def main() -> None:
             p.stop()
 
     ls, ch = "llama-server", "chimera"
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = cpu_name()
     ratio_busy = {n: med([b / a for a, b in zip(busy[n]["alone"], busy[n]["loading"])]) for n in names}
     lines = [
         f"Machine: {cpu}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}. Models: SmolLM2-135M-Instruct Q4_1 "
@@ -273,9 +273,7 @@ def main() -> None:
         f"after − before: {mem[ls][2] - mem[ls][0]:+.0f} / {mem[ch][2] - mem[ch][0]:+.0f} MB |",
     ]
     md = "\n".join(lines)
-    print("\n" + md)
-    if args.write:
-        write_section(Path(args.write), "bench:models", md)
+    publish(md, args.write, "bench:models")
 
 
 if __name__ == "__main__":

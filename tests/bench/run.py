@@ -166,7 +166,7 @@ def gpu_name(args: argparse.Namespace) -> str:
 
 
 def table(ls: dict[str, Any], ch: dict[str, Any], args: argparse.Namespace) -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
+    cpu = cpu_name()
     lines = [
         f"Machine: {cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB{gpu_name(args)}; "
         f"{time.strftime('%Y-%m-%d')}. Model: {Path(args.model).name}; `-np {args.parallel} -c {args.ctx} -t {args.threads}`; "
@@ -287,6 +287,17 @@ def main() -> None:
     print("\n" + md)
     if args.write:
         write_section(Path(args.write), f"bench:{args.backend}", md)
+
+
+def cpu_name() -> str:
+    return next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
+
+
+def publish(md: str, write: str | None, tag: str, heading: str | None = None) -> None:
+    """Print a benchmark's table, and with --write put it into that file's section."""
+    print("\n" + md)
+    if write:
+        write_section(Path(write), tag, md, heading)
 
 
 def write_section(path: Path, tag: str, md: str, heading: str | None = None) -> None:

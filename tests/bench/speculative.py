@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import Proc, build_tool, free_port, write_section  # noqa: E402
+from run import Proc, build_tool, cpu_name, free_port, publish  # noqa: E402
 
 CODE = '''import json
 import os
@@ -151,7 +151,7 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in table.items()}
     acc = {k: statistics.median(v) for k, v in rates.items()}
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = cpu_name()
     lines = [
         f"Machine: {cpu}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}. Both servers with `-c 8192 -np 4 "
         f"-t {args.threads}`, running at once, measurements alternating; greedy; medians of {args.reps} runs, each client "
@@ -173,9 +173,7 @@ def main() -> None:
             ratio = med[(setup, "spec", "chimera", c)] / med[(setup, "spec", "llama-server", c)]
             lines.append(f"| {setup} | {c} | {cells[0]} | {cells[1]} | {ratio:.2f} |")
     md = "\n".join(lines)
-    print("\n" + md)
-    if args.write:
-        write_section(Path(args.write), "bench:speculative", md, "Speculative decoding")
+    publish(md, args.write, "bench:speculative", "Speculative decoding")
 
 
 if __name__ == "__main__":
