@@ -299,7 +299,7 @@ def test_bad_chat_requests_are_400_with_param(server: Server, body: dict, param:
 @pytest.mark.parametrize("path,body,param", [
     ("/v1/completions", {"prompt": [-9765], "echo": True}, "prompt"),  # llama.cpp aborted the process on it
     ("/v1/completions", {"prompt": [[1, 2], [49152]], "max_tokens": 1}, "prompt"),
-    ("/completions", {"prompt": [1, 2, 49152], "n_predict": 1}, "prompt"),
+    ("/completions", {"prompt": [1, 2, 49152], "n_predict": 1}, "prompt.2"),  # names the element
     ("/detokenize", {"tokens": [5, -1]}, "tokens"),
 ])
 def test_token_ids_outside_the_vocabulary_are_400(server: Server, path: str, body: dict, param: str) -> None:

@@ -374,5 +374,5 @@ def test_ten_load_unload_cycles_leak_neither_memory_nor_descriptors(start_server
     after_rss, after_fds = proc.memory_info().rss, proc.num_fds()
     mb = 2**20
     assert after_fds <= before_fds, (before_fds, after_fds)  # no growth (an idle client's socket may close meanwhile)
-    assert after_rss - before_rss < 50 * mb, (before_rss / mb, after_rss / mb)
+    assert after_rss - before_rss < 25 * mb, (before_rss / mb, after_rss / mb)  # 2-4 MB measured (35 before malloc_trim)
     assert min(loaded_rss) - after_rss > 40 * mb, "unloading gave the model's memory back"  # it was loaded, then freed

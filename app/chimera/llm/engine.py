@@ -40,6 +40,7 @@ from .doorbell import Doorbell
 from .generation import Generation, GenerationSpec, generation_defaults
 from .loading import context_params, rope
 from .model import Model, Placement
+from .native import give_heap_back
 from .placement import choose_slot
 from .sampling import build_chain
 from .sequence import Delta, Finished, Sequence
@@ -207,6 +208,7 @@ class Engine:
             a.ptr = None
         self.model.free()
         self._bell.close()
+        give_heap_back()
 
     def eog_tokens(self) -> list[int]:
         return sorted(self.stepper.eog)
