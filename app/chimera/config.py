@@ -96,6 +96,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("rag_chunk_overlap", ("--rag-chunk-overlap",), "tokens a chunk repeats from the one before it (default 32)"),
     Option("mmproj", ("-mm", "--mmproj"), "multimodal projector GGUF: images (and audio) in chat messages", metavar="PATH"),
     Option("allow_remote_media", ("--allow-remote-media",), "fetch http(s) image URLs in messages (default: data: URLs only)", kind="flag"),
+    Option("media_path", ("--media-path",), "folder that file:// media URLs in messages are read from, by relative path (default: file:// refused)", metavar="DIR"),
     Option("lora", ("--lora",), "LoRA adapter GGUF, scale 1; repeat for several", kind="list", metavar="PATH"),
     Option("lora_scaled", ("--lora-scaled",), "LoRA adapter with a scale (env/config: PATH:SCALE); repeatable", kind="pairs"),
     Option("lora_init_without_apply", ("--lora-init-without-apply",), "load adapters with scale 0 (set them with POST /lora-adapters)", kind="flag"),
@@ -256,6 +257,7 @@ class Settings(BaseModel):
     rag_chunk_overlap: int = Field(32, ge=0, le=4096)
     mmproj: Path | None = None
     allow_remote_media: bool = False
+    media_path: Path | None = None
     lora: tuple[str, ...] = ()
     lora_scaled: tuple[str, ...] = ()
     lora_init_without_apply: bool = False
@@ -454,6 +456,13 @@ class Settings(BaseModel):
     def _site(cls, v: Path | None) -> Path | None:
         if v is not None and not (v / "index.html").is_file():
             raise ValueError(f"{v} has no index.html")
+        return v
+
+    @field_validator("media_path")
+    @classmethod
+    def _media_folder(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_dir():
+            raise ValueError(f"not a directory: {v}")
         return v
 
     @field_validator("models_dir")

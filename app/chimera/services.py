@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .config import Settings
+from .llm.media import MediaSources
 from .metrics import Metrics
 from .protocol.responses import ResponseStore
 from .store.chats import ChatStore
@@ -53,6 +54,11 @@ class Services:
     rag: RagService | None = None  # once its embedder is loaded (--rag-model, or --embeddings)
     images: ImagePool | None = None  # once its workers are up (--sd-model)
     engine_versions: dict[str, Any] | None = None  # from the probe process, filled at start-up
+
+    @property
+    def media_sources(self) -> MediaSources:
+        """Where message media may be read from: --allow-remote-media, --media-path."""
+        return MediaSources(remote=self.settings.allow_remote_media, local_dir=self.settings.media_path)
 
     def require_models(self) -> ModelRegistry:
         if self.models is None:

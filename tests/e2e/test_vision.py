@@ -66,6 +66,7 @@ def test_models_and_props_report_vision(server: Server) -> None:
 def test_bad_media_is_400(server: Server) -> None:
     client = server.client()
     for url, needle in (("http://example.com/cat.png", "--allow-remote-media"),
+                        ("file://cat.jpg", "--media-path"),
                         ("data:image/png;base64,aGVsbG8=", "could not be decoded"),
                         ("data:image/png;base64,!!!", "base64")):
         with pytest.raises(openai.BadRequestError) as exc:
@@ -106,6 +107,42 @@ def test_remote_media_when_allowed(start_server: type[Server], jpeg: bytes, tmp_
         assert r.usage.prompt_tokens_details.image_tokens > 0
     finally:
         httpd.shutdown()
+
+
+def test_local_media_under_media_path(start_server: type[Server], jpeg: bytes, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    (media / "pets").mkdir(parents=True)
+    (media / "pets" / "cat.jpg").write_bytes(jpeg)
+    (tmp_path / "secret.jpg").write_bytes(jpeg)  # beside the folder, not in it
+    (media / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    s = start_server("-m", str(shared_model("tiny-random-llama-spm.gguf")),
+                     "--mmproj", str(shared_model("tiny-random-mmproj-64.gguf")), "--media-path", str(media)).wait_ready()
+
+    def ask(url: str) -> httpx.Response:
+        return s.http().post("/v1/chat/completions", json={"max_tokens": 1, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": url}}]}]})
+
+    for url in ("file://pets/cat.jpg", "file:////pets//./cat.jpg"):
+        r = ask(url)
+        assert r.status_code == 200 and r.json()["usage"]["prompt_tokens_details"]["image_tokens"] > 0, r.text
+    for url, needle in (("file://../secret.jpg", "not allowed"), ("file://pets/../../secret.jpg", "not allowed"),
+                        ("file://link.jpg", "not allowed"), ("file://pets/dog.jpg", "does not exist"),
+                        ("file://", "not allowed")):
+        r = ask(url)
+        assert r.status_code == 400 and needle in r.json()["error"]["message"], (url, r.text)
+        assert r.json()["error"]["param"] == "messages.0.content.1.image_url.url", r.text
+
+
+def test_media_path_must_be_a_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    r = subprocess.run([sys.executable, "-m", "chimera", "serve", "-m", str(shared_model("tiny-random-llama-spm.gguf")),
+                        "--media-path", str(tmp_path / "nowhere"), "--port", "0"], capture_output=True, text=True,
+                       timeout=60, cwd=REPO)
+    assert r.returncode == 2 and "not a directory" in r.stderr, r.stderr
 
 
 def test_slow_remote_media_does_not_stall_the_server(start_server: type[Server], jpeg: bytes) -> None:

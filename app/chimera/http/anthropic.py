@@ -200,6 +200,6 @@ async def count_tokens() -> Response:
         prepared = prepare_on(s, engine, turn)
         if not prepared.media:
             return json_response({"input_tokens": len(engine.tokenize_prompt(prepared.text))})
-        run = await ChatRun.start(engine, turn, prepared, allow_remote_media=s.settings.allow_remote_media)
+        run = await ChatRun.start(engine, turn, prepared, media=s.media_sources)
         run.close()  # the media counted as the projector tokenizes them, nothing generated
         return json_response({"input_tokens": run.prompt_tokens})

@@ -31,7 +31,7 @@ async def start_turn(s: Services, turn: ChatTurn, model: str | None,
         async def save(reply: dict[str, Any]) -> None:
             await persist(s, chat_id, held.model_id, prepared.history, reply)
 
-        run = await ChatRun.start(held.engine, turn, prepared, allow_remote_media=s.settings.allow_remote_media,
+        run = await ChatRun.start(held.engine, turn, prepared, media=s.media_sources,
                                   saver=save if chat_id else None, model_id=held.model_id, on_end=held.release)
     except BaseException:
         held.release()

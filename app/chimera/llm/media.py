@@ -14,6 +14,7 @@ import ctypes
 import os
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest, Unsupported
@@ -40,8 +41,41 @@ class MediaPrompt:
             self.chunks = None
 
 
-def media_bytes(url: str, allow_remote: bool, param: str) -> bytes:
-    """The bytes of an image_url / input_audio source: a data URL, or http(s) when allowed."""
+@dataclass(frozen=True)
+class MediaSources:
+    """Where the media of a message may come from besides data: URLs: http(s) when `remote`
+    (--allow-remote-media), file:// paths relative to `local_dir` (--media-path)."""
+
+    remote: bool = False
+    local_dir: Path | None = None
+
+    def is_instant(self, url: str) -> bool:
+        """Read without I/O that could wait (a data: URL): no worker thread needed."""
+        return url.startswith("data:")
+
+    def read(self, url: str, param: str) -> bytes:
+        return media_bytes(url, self, param)
+
+    def local_file(self, url: str, param: str) -> Path:
+        """The file a file:// URL names, inside local_dir only (no `..`, no link out of it)."""
+        if self.local_dir is None:
+            raise BadRequest("file:// URLs are not read by this server unless it is started with --media-path",
+                             param=param)
+        rel = url[len("file://"):]
+        parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
+        if not parts or ".." in parts:
+            raise BadRequest(f"file path is not allowed: {rel}", param=param)
+        base = self.local_dir.resolve()
+        path = base.joinpath(*parts).resolve()
+        if not path.is_relative_to(base):
+            raise BadRequest(f"file path is not allowed: {rel}", param=param)
+        if not path.is_file():
+            raise BadRequest(f"file does not exist or cannot be opened: {rel}", param=param)
+        return path
+
+
+def media_bytes(url: str, sources: MediaSources, param: str) -> bytes:
+    """The bytes of an image_url / input_audio source: a data URL, http(s) or file:// when allowed."""
     if url.startswith("data:"):
         head, _, data = url.partition(",")
         if ";base64" not in head:
@@ -51,7 +85,7 @@ def media_bytes(url: str, allow_remote: bool, param: str) -> bytes:
         except (binascii.Error, ValueError):
             raise BadRequest("the data URL is not valid base64", param=param) from None
     elif url.startswith(("http://", "https://")):
-        if not allow_remote:
+        if not sources.remote:
             raise BadRequest("remote media URLs are not fetched by this server (start it with --allow-remote-media, "
                              "or send a data: URL)", param=param)
         try:
@@ -59,8 +93,15 @@ def media_bytes(url: str, allow_remote: bool, param: str) -> bytes:
                 raw = resp.read(MAX_MEDIA_BYTES + 1)
         except OSError as e:
             raise BadRequest(f"could not fetch {url}: {e}", param=param) from None
+    elif url.startswith("file://"):
+        path = sources.local_file(url, param)
+        try:
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_MEDIA_BYTES + 1)
+        except OSError as e:
+            raise BadRequest(f"file cannot be read: {url[len('file://'):]}: {e.strerror}", param=param) from None
     else:
-        raise BadRequest("media must be a data: URL or an http(s) URL", param=param)
+        raise BadRequest("media must be a data: URL, an http(s) URL or a file:// path", param=param)
     if len(raw) > MAX_MEDIA_BYTES:
         raise BadRequest(f"media larger than {MAX_MEDIA_BYTES} bytes", param=param)
     if not raw:

@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from ..errors import BadRequest, ContextLengthExceeded
-from ..llm.media import media_bytes
+from ..llm.media import MediaSources
 from ..llm.reasoning import split_with
 from ..llm.sequence import Delta, TokenLogprobs
 from ..llm.toolcalls import Call, StreamParser
@@ -81,7 +81,7 @@ class ChatRun:
         self._saved = False
 
     @classmethod
-    async def start(cls, engine: ChatEngine, turn: ChatTurn, prepared: Prepared, *, allow_remote_media: bool,
+    async def start(cls, engine: ChatEngine, turn: ChatTurn, prepared: Prepared, *, media: MediaSources,
                     saver: Saver | None = None, model_id: str = "", on_end: Callable[[], None] | None = None) -> ChatRun:
         n_probs = max(1, turn.top_logprobs) if turn.logprobs else (turn.params.n_probs or 0)
         spec = turn.params.spec(engine.n_vocab, n_probs, engine.defaults, engine.text_tokens)
@@ -99,8 +99,8 @@ class ChatRun:
                 raise BadRequest(f"the loaded projector does not read {kind}", param=param)
         blobs = []
         for _, src, param in prepared.media:  # a remote fetch must not block the event loop
-            fetch = partial(media_bytes, src, allow_remote_media, param)
-            blobs.append(fetch() if src.startswith("data:") else await trio.to_thread.run_sync(fetch, abandon_on_cancel=True))
+            fetch = partial(media.read, src, param)
+            blobs.append(fetch() if media.is_instant(src) else await trio.to_thread.run_sync(fetch, abandon_on_cancel=True))
         run = cls(await engine.generate_with_media(prepared.text, blobs, spec, render_special), prepared, saver, model_id,
                   on_end)
         run.engine = engine
