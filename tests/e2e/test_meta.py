@@ -22,7 +22,7 @@ def server(smollm: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     keyfile.write_text(f"# comment\n{OTHER_KEY}\n")
     yield from module_server(
         "-m", str(smollm), "--api-key", KEY, "--api-key-file", str(keyfile),
-        "--max-body-size", "65536", "--cors-origins", "http://app.example", api_key=KEY,
+        "--max-body-size", "65536", "--cors-origins", "http://app.example,localhost", api_key=KEY,
     )
 
 
@@ -109,11 +109,15 @@ def test_cors_preflight(server: Server) -> None:
     assert r.status_code in (200, 204)
     assert r.headers["access-control-allow-origin"] == "http://app.example"
     assert "POST" in r.headers["access-control-allow-methods"]
-    other = httpx.options(
-        server.base + "/v1/chat/completions",
-        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
-    )
-    assert "access-control-allow-origin" not in other.headers
+    for origin in ("http://evil.example", "http://notlocalhost", "http://localhost.evil.com", "http://127.0.0.1.evil.com",
+                   "file://localhost"):
+        other = httpx.options(server.base + "/v1/chat/completions",
+                              headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in other.headers, origin
+    for origin in ("http://localhost", "http://localhost:5173", "https://127.0.0.1:3000", "http://[::1]:8080"):
+        loop = httpx.options(server.base + "/v1/chat/completions",  # `localhost` in the list: any loopback origin
+                             headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert loop.headers["access-control-allow-origin"] == origin
 
 
 def test_metrics_parse_as_prometheus(server: Server) -> None:

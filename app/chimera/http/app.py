@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import re
 import time
 
 from quart import Response, g, request
@@ -82,6 +83,17 @@ def _http_exception_to_error(e: HTTPException) -> ChimeraError:
     err = ChimeraError(e.description or e.name)
     err.status = code
     return err
+
+
+LOOPBACK_ORIGIN = re.compile(r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?$")
+
+
+def cors_origins(given: tuple[str, ...]) -> str | list[str | re.Pattern[str]]:
+    """--cors-origins as quart-cors takes them: `*` for any origin; `localhost` for every
+    loopback origin on any port (localhost, 127.0.0.1, [::1]), as llama-server reads it."""
+    if "*" in given:
+        return "*"
+    return [LOOPBACK_ORIGIN if o == "localhost" else o for o in given]
 
 
 def create_app(services: Services) -> QuartTrio:
@@ -177,10 +189,9 @@ def create_app(services: Services) -> QuartTrio:
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     if services.settings.cors_origins:
-        origins = "*" if "*" in services.settings.cors_origins else list(services.settings.cors_origins)
         app = cors(
             app,
-            allow_origin=origins,
+            allow_origin=cors_origins(services.settings.cors_origins),
             allow_headers=["Authorization", "Content-Type", "X-Api-Key", "X-Chimera-Chat-Id"],
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             expose_headers=["X-Chimera-Chat-Id"],
