@@ -190,6 +190,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("models_dir", ("--models-dir",), "a folder of GGUF models served on demand (the request's model picks one); repeatable", kind="list", metavar="DIR"),
     Option("models_preset", ("--models-preset",), "TOML file of per-model options (docs/serve.md)", metavar="FILE"),
     Option("models_max", ("--models-max",), "most models loaded at once; 0 = as many as fit in memory (default 0)"),
+    Option("models_autoload", ("--models-autoload",), "a request for a model that is not loaded loads it (default)", kind="flag"),
+    Option("no_models_autoload", ("--no-models-autoload",), "a request for a model that is not loaded is a 400; POST /models/load loads it", kind="flag"),
     Option("sleep_idle_seconds", ("--sleep-idle-seconds",), "unload a model idle this long; -1 = never (default -1); per model: keep-alive"),
 )
 
@@ -345,6 +347,8 @@ class Settings(BaseModel):
     models_dir: tuple[Path, ...] = ()
     models_preset: Path | None = None
     models_max: int = Field(0, ge=0)
+    models_autoload: bool = False
+    no_models_autoload: bool = False
     sleep_idle_seconds: float = -1.0
     slot_save_path: Path | None = None
     reasoning_format: Literal["auto", "deepseek", "none"] = "auto"

@@ -136,6 +136,14 @@ class ModelNotFound(NotFound):
         super().__init__(f"no model {name!r} here (GET /v1/models lists them)", param="model", code="model_not_found")
 
 
+class ModelNotLoaded(BadRequest):
+    """A request names a model that is not loaded, on a server that does not load on request."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model {name!r} is not loaded (this server does not load models on request: "
+                         "POST /models/load first)", param="model", code="model_not_loaded")
+
+
 class Conflict(ChimeraError):
     status = 409
     openai_type = "invalid_request_error"

@@ -127,7 +127,7 @@ async def _side_engines(services: Services) -> None:
                 nursery.start_soon(embedder.run)
             elif registry.default is not None and registry.hosted[registry.default].spec.kind == "embeddings":
                 name = registry.default
-                embedder = (await registry.acquire(name)).engine  # held for the server's life
+                embedder = (await registry.acquire(name, load=True)).engine  # held for the server's life
             if embedder is not None:
                 rag = RagService(s.rag_db_path(), embedder, name, s.rag_chunk_tokens, s.rag_chunk_overlap, services.reranker)
                 try:
@@ -184,6 +184,7 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
     services = Services(settings=settings, api_keys=settings.api_keys())
     services.models = ModelRegistry(
         specs, services.metrics, max_loaded=settings.models_max, max_queue=settings.max_queue, default=default,
+        autoload=not settings.no_models_autoload,
         idle_seconds=None if settings.sleep_idle_seconds < 0 else settings.sleep_idle_seconds)
     if settings.persist_chats:
         from .store.chats import ChatStore

@@ -296,6 +296,28 @@ def test_models_max_1_evicts_the_idle_model_never_the_busy_one(start_server: typ
     assert (state(s, "smollm"), state(s, "tiny-a")) == ("unloaded", "loaded")
 
 
+def test_no_models_autoload_refuses_until_loaded_and_props_is_the_routers(start_server: type[Server],
+                                                                         small_folder: Path) -> None:
+    s = start_server("--models-dir", str(small_folder), "--no-models-autoload", "--models-max", "2").wait_ready()
+    http = s.http()
+    props = http.get("/props").json()  # no model named, no default: the server itself
+    assert props["role"] == "router" and props["max_instances"] == 2 and props["models_autoload"] is False
+    assert props["build_info"].startswith("b0-") and props["models"] == ["smollm", "tiny-a", "tiny-b"]
+    body = {"model": "tiny-a", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_loaded", r.text
+    assert "/models/load" in r.json()["error"]["message"] and state(s, "tiny-a") == "unloaded"
+    r = http.post("/api/chat", json={"model": "tiny-a", "stream": False, "messages": [{"role": "user", "content": "Hi"}]})
+    assert r.status_code == 400 and "not loaded" in r.json()["error"], r.text  # Ollama's shape
+    assert http.post("/models/load", json={"model": "tiny-a"}).status_code == 200
+    assert http.post("/v1/chat/completions", json=body).status_code == 200
+    assert http.post("/models/unload", json={"model": "tiny-a"}).status_code == 200
+    assert http.post("/v1/chat/completions", json=body).status_code == 400  # unloaded again: not reloaded
+    default = start_server("--models-dir", str(small_folder), "--models-autoload").wait_ready()
+    assert default.http().get("/props").json()["models_autoload"] is True
+    assert default.http().post("/v1/chat/completions", json=body).status_code == 200
+
+
 def test_presets_pin_alias_and_per_model_options(start_server: type[Server], small_folder: Path, tmp_path: Path) -> None:
     preset = tmp_path / "models.toml"
     preset.write_text(

@@ -46,11 +46,32 @@ async def props() -> Response:
     s = services()
     s.check_loaded()
     registry = s.require_models()
-    h = registry.resolve(request.args.get("model"))
+    name = request.args.get("model")
+    if not name and registry.default is None and len(registry.hosted) > 1:
+        return json_response(await _router_props(s))
+    h = registry.resolve(name)
     extra = {"chimera": modalities(s.settings, _live(s)), "status": registry.status(h)}
     if h.engine is None:
         return json_response({"model_alias": h.id, "model_path": str(h.spec.path), "is_sleeping": True} | extra)
     return json_response(introspect.props(h.engine, h.id) | {"is_sleeping": False} | extra)
+
+
+async def _router_props(s: Services) -> dict[str, object]:
+    """/props without `model` on a server of several models and no default: the server
+    itself, in llama-server's router shape (its UI reads `role` to offer a model picker)."""
+    from ..llm import native
+
+    return {
+        "role": "router",
+        "max_instances": s.settings.models_max,
+        "models_autoload": not s.settings.no_models_autoload,
+        "model_alias": "chimera",
+        "model_path": "none",
+        "default_generation_settings": {"params": {}, "n_ctx": 0},
+        "build_info": await trio.to_thread.run_sync(native.build_info),
+        "models": sorted(s.require_models().hosted),
+        "chimera": modalities(s.settings, _live(s)),
+    }
 
 
 @blueprint.post("/props")

@@ -45,7 +45,7 @@ def props(engine: Engine, model_id: str) -> dict[str, Any]:
             "n_ctx": engine.n_ctx_slot,
             "params": engine.defaults.public(),
         },
-        "build_info": (engine.ll.llama_version() or b"").decode(),
+        "build_info": f"b0-{(engine.ll.llama_version() or b'').decode()}",  # as native.build_info()
     }
 
 

@@ -153,6 +153,13 @@ def backend_features(native: Native, reg: int) -> dict[str, str]:
     return out
 
 
+def build_info() -> str:
+    """llama.cpp's build string in llama-server's `b<build number>-<commit>` form. The binding's
+    build has no git checkout, where llama.cpp's own build numbers it 0; libllama's version
+    stands in for the commit."""
+    return f"b0-{(load().llama.llama_version() or b'').decode()}"
+
+
 def describe() -> dict[str, Any]:
     """Versions, loaded backends, devices and CPU features, for /v1/chimera/info."""
     import importlib.metadata

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import trio
 
-from ..errors import InsufficientMemory, ModelFailed, ModelNotFound, Overloaded, Unavailable
+from ..errors import InsufficientMemory, ModelFailed, ModelNotFound, ModelNotLoaded, Overloaded, Unavailable
 from ..llm.context import MEMORY_MARGIN, kv_bytes_per_token, plan_for
 from ..llm.ranking import POOLING
 from .catalog import ModelSpec
@@ -92,7 +92,7 @@ class Lease:
 
 class ModelRegistry:
     def __init__(self, specs: list[ModelSpec], metrics: Metrics, *, max_loaded: int = 0,
-                 idle_seconds: float | None = None, max_queue: int = 256, default: str | None = None,
+                 idle_seconds: float | None = None, max_queue: int = 256, default: str | None = None, autoload: bool = True,
                  loader: Callable[[ModelSpec, Callable[[float], None]], Engine] | None = None,
                  free_memory: Callable[[], int] | None = None) -> None:
         """`loader` builds an engine in a worker thread (default: engine_loader(metrics))."""
@@ -103,6 +103,7 @@ class ModelRegistry:
         self.idle_seconds = idle_seconds  # None or < 0: never unload an idle model
         self.max_queue = max_queue
         self.default = default
+        self.autoload = autoload  # False: only POST /models/load (and start-up) loads a model
         self._loader = loader or engine_loader(metrics)
         self._free_memory = free_memory or _available_memory
         self._changed = trio.Event()
@@ -230,10 +231,12 @@ class ModelRegistry:
             h.stopped.set()
 
     # -- requests ------------------------------------------------------------------------------
-    async def acquire(self, name: str | None, keep_alive: float | None = None) -> Lease:
+    async def acquire(self, name: str | None, keep_alive: float | None = None, *, load: bool | None = None) -> Lease:
         """A lease on the named model, loading it (and making room for it) if needed; a request
-        for a model that is loading waits for it."""
+        for a model that is loading waits for it. `load` False (default: the registry's
+        autoload): a model that is neither loaded nor loading is refused instead."""
         h = self.resolve(name)
+        autoload = self.autoload if load is None else load
         asked = time.perf_counter()
         if h.waiting >= self.max_queue:
             raise Overloaded(f"{self.max_queue} requests already wait for model {h.id} (--max-queue)")
@@ -242,6 +245,8 @@ class ModelRegistry:
             while not (h.state == "loaded" and not h.unloading):
                 if h.state == "failed":
                     raise ModelFailed(h.id, h.error or "")
+                if h.state == "unloaded" and not autoload:
+                    raise ModelNotLoaded(h.id)
                 if h.state == "unloaded":
                     await self._make_room(h)
                     if h.state == "unloaded":
@@ -269,7 +274,7 @@ class ModelRegistry:
         h = self.resolve(name)
         if h.state == "failed":
             h.state, h.error = "unloaded", None
-        lease = await self.acquire(h.id)
+        lease = await self.acquire(h.id, load=True)
         lease.release()
         return h
 
