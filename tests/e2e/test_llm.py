@@ -52,6 +52,28 @@ def test_chat_streaming_matches_non_streaming(client: openai.OpenAI) -> None:
     assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
 
 
+def sse_data(http: httpx.Client, path: str, body: dict[str, object]) -> list[dict[str, object]]:
+    with http.stream("POST", path, json=body) as r:
+        assert r.status_code == 200, r.read()
+        return [json.loads(ln[6:]) for ln in r.iter_lines() if ln.startswith("data: ") and ln != "data: [DONE]"]
+
+
+def test_chat_stream_chunks_as_llama_server_sends_them(server: Server) -> None:
+    """The role comes first with content null (not ""), no chunk carries empty content, and the
+    timings ride on the last chunk: the usage chunk when include_usage asks for one."""
+    body = {"messages": HELLO, "max_tokens": 6, "stream": True, "logprobs": True, "top_logprobs": 2, "ignore_eos": True}
+    for include_usage in (False, True):
+        events = sse_data(server.http(), "/v1/chat/completions", body | {"stream_options": {"include_usage": include_usage}})
+        first = events[0]["choices"][0]  # type: ignore[index]
+        assert first["delta"] == {"role": "assistant", "content": None} and "timings" not in events[0]
+        deltas = [e["choices"][0]["delta"] for e in events[1:] if e["choices"]]  # type: ignore[index]
+        assert all("role" not in d and d.get("content") != "" for d in deltas)
+        assert [k for k, e in enumerate(events) if "timings" in e] == [len(events) - 1]
+        last = events[-1]
+        assert ("usage" in last and last["choices"] == []) if include_usage else last["choices"][0]["finish_reason"]  # type: ignore[index]
+        assert last["timings"]["predicted_n"] == 6  # type: ignore[index]
+
+
 def test_max_tokens_gives_length(client: openai.OpenAI) -> None:
     r = client.chat.completions.create(model="m", messages=HELLO, max_tokens=3, temperature=0, extra_body={"ignore_eos": True})
     assert r.choices[0].finish_reason == "length"

@@ -79,9 +79,11 @@ async def _stream(run: ChatRun, base: dict[str, Any], engine: ChatEngine, req: C
         return sse_event(base | {"choices": [{"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}]})
 
     left = run.n_choices
+    usage = bool(req.stream_options and req.stream_options.include_usage)
+    timings: dict[str, Any] = {}
     try:
-        for index in range(run.n_choices):
-            yield chunk(index, {"role": "assistant", "content": ""})
+        for index in range(run.n_choices):  # as llama-server and OpenAI: the role first, no content yet
+            yield chunk(index, {"role": "assistant", "content": None})
         async for ev in run.events():
             if isinstance(ev, Reasoning):
                 yield chunk(ev.index, {"reasoning_content": ev.text})
@@ -97,10 +99,12 @@ async def _stream(run: ChatRun, base: dict[str, Any], engine: ChatEngine, req: C
                 left -= 1
                 body = base | {"choices": [{"index": ev.index, "delta": {}, "logprobs": None, "finish_reason": ev.reason}]}
                 if left == 0:
-                    body["timings"] = ev.timings
+                    timings = ev.timings
+                    if not usage:  # the timings ride on the last chunk
+                        body["timings"] = timings
                 yield sse_event(body)
-        if req.stream_options and req.stream_options.include_usage:
-            yield sse_event(base | {"choices": [], "usage": usage_object(run.usage())})
+        if usage:
+            yield sse_event(base | {"choices": [], "usage": usage_object(run.usage()), "timings": timings})
     except ChimeraError as e:
         yield sse_event(for_client(e).to_openai())
     yield SSE_DONE
