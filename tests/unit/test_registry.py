@@ -208,6 +208,9 @@ async def test_keep_alive_zero_unloads_after_the_request() -> None:
 
 
 async def test_idle_models_unload_after_their_keep_alive(autojump_clock: trio.testing.MockClock) -> None:
+    # jump only once the worker threads (loads, unloads) have had 0.1 s of real time: with the
+    # default 0 the clock could run past a keep-alive while a busy CPU still runs an unload
+    autojump_clock.autojump_threshold = 0.1
     reg = registry([spec("a", keep_alive=2.0), spec("b"), spec("c", keep_alive=-1)], Loader(), idle_seconds=5.0)
     async with trio.open_nursery() as nursery:
         await nursery.start(reg.run)
