@@ -35,7 +35,8 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("model", ("-m", "--model"), "GGUF model to serve (default: SmolLM2-135M-Instruct, prepared on first use)", metavar="PATH"),
-    Option("alias", ("-a", "--alias"), "model id reported by the API (default: the file name without .gguf)"),
+    Option("alias", ("-a", "--alias"), "model id reported by the API (default: the file name without .gguf); comma-separated names: all are accepted, the first in sorted order is the id"),
+    Option("tags", ("--tags",), "comma-separated tags of the model, listed by /v1/models (informational)", kind="list"),
     Option("host", ("--host",), "addresses to listen on, comma-separated, or UNIX socket paths ending in .sock (default 127.0.0.1)"),
     Option("port", ("--port",), "port to bind; 0 picks a free one (default 8080)"),
     Option("ctx_size", ("-c", "--ctx-size"), "KV cache size in tokens, all slots together; 0 = the model's training context, lowered to fit in memory (default 0)"),
@@ -201,6 +202,7 @@ class Settings(BaseModel):
 
     model: Path | None = None
     alias: str | None = None
+    tags: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     ctx_size: int = Field(0, ge=0)
@@ -507,6 +509,10 @@ class Settings(BaseModel):
         if len([n for n in v if n != "none"]) > 1:
             raise ValueError("give one of draft-simple and ngram-simple")
         return v
+
+    def alias_names(self) -> tuple[str, ...]:
+        """--alias's names, sorted (llama-server's id is the first), or () without it."""
+        return tuple(sorted({a.strip() for a in (self.alias or "").split(",") if a.strip()}))
 
     def spec_kinds(self) -> tuple[str, ...]:
         """The speculative decoding in use: --spec-type, or draft-simple when -md is given."""

@@ -140,7 +140,8 @@ def collect_info(settings: Settings, engines: dict[str, Any] | None = None, live
     llama = native.describe()
     model = live.model
     if model is None and settings.model is not None:
-        model = {"id": settings.alias or settings.model.name.removesuffix(".gguf"), "path": str(settings.model)}
+        model = {"id": next(iter(settings.alias_names()), settings.model.name.removesuffix(".gguf")),
+                 "path": str(settings.model)}
     return {
         "chimera": __version__,
         "python": platform.python_version(),

@@ -322,14 +322,15 @@ def test_presets_pin_alias_and_per_model_options(start_server: type[Server], sma
     preset = tmp_path / "models.toml"
     preset.write_text(
         '[defaults]\nctx-size = 1024\nparallel = 1\n\n'
-        '[smollm]\npin = true\nalias = ["small", "default"]\nc = 2048\nnp = 2\nload-on-startup = true\n\n'
-        '[tiny-b]\nkeep-alive = "1s"\n\n'
+        '[smollm]\npin = true\nalias = ["small", "default"]\nc = 2048\nnp = 2\nload-on-startup = true\ntags = ["chat", "fast"]\n\n'
+        '[tiny-b]\nkeep-alive = "1s"\ntags = "fim, small"\n\n'
         f'[extra]\nmodel = "{shared_model(TINY_SMOL)}"\n')
     s = start_server("--models-dir", str(small_folder), "--models-preset", str(preset), "--models-max", "2").wait_ready()
     assert state(s, "smollm") == "loaded"  # load-on-startup: loaded before /health is 200
     models = listing(s)
     assert set(models) == {"smollm", "tiny-a", "tiny-b", "extra"}
     assert models["smollm"]["pinned"] is True and models["smollm"]["aliases"] == ["small", "default"]
+    assert (models["smollm"]["tags"], models["tiny-b"]["tags"], models["tiny-a"]["tags"]) == (["chat", "fast"], ["fim", "small"], [])
     props = s.http().get("/props", params={"model": "small"}).json()
     assert (props["model_alias"], props["n_ctx_slot"], props["total_slots"]) == ("smollm", 1024, 2)  # model's table
     assert chat(s, "small").model == "smollm"
@@ -360,12 +361,16 @@ def test_a_bad_preset_exits_2_naming_file_table_and_key(small_folder: Path, tmp_
 
 
 def test_m_and_models_dir_together(start_server: type[Server], small_folder: Path, smollm: Path) -> None:
-    s = start_server("-m", str(shared_model(TINY_LLAMA)), "--models-dir", str(small_folder), "--alias", "main").wait_ready()
-    assert state(s, "main") == "loaded"  # -m loads at start, as before
+    s = start_server("-m", str(shared_model(TINY_LLAMA)), "--models-dir", str(small_folder), "--alias", "zed,main,tiny-2",
+                     "--tags", "chat,small").wait_ready()
+    assert state(s, "main") == "loaded"  # -m loads at start, as before; its id: the first alias in sorted order
     r = s.http().post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
     assert r.json()["model"] == "main"  # no model named: -m's
     assert chat(s, "smollm").model == "smollm"
-    assert chat(s, "main").model == "main"
+    assert chat(s, "main").model == "main" and chat(s, "zed").model == "main"
+    main = listing(s)["main"]
+    assert set(main["aliases"]) == {"main", "tiny-2", "zed"} and main["tags"] == ["chat", "small"]
+    assert listing(s)["smollm"]["tags"] == []  # --tags is the -m model's
 
 
 # --- leaks ---------------------------------------------------------------------------------------

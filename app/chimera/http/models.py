@@ -30,7 +30,7 @@ def entry(registry: ModelRegistry, h: Hosted, created: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": h.id, "object": "model", "created": created, "owned_by": "chimera", "path": str(spec.path),
         "status": registry.status(h), "kind": spec.kind, "capabilities": list(spec.capabilities),
-        "aliases": list(spec.aliases), "pinned": spec.pin, "in_flight": h.in_flight,
+        "aliases": list(spec.aliases), "tags": list(spec.tags), "pinned": spec.pin, "in_flight": h.in_flight,
         "architecture": {"input_modalities": ["text", *(["image"] if "vision" in spec.capabilities else [])],
                          "output_modalities": ["embedding" if spec.kind != "chat" else "text"]},
     }

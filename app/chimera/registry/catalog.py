@@ -36,6 +36,7 @@ class ModelSpec:
     path: Path
     settings: Settings  # the server's options, then the preset's [defaults], then the model's table
     aliases: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
     load_on_startup: bool = False
     pin: bool = False
     keep_alive: float | None = None  # seconds idle before unloading; None: the server's; < 0: never
@@ -149,7 +150,7 @@ def build(settings: Settings, default_model: Callable[[], Path]) -> tuple[list[M
     found: dict[str, tuple[Path, Path | None, str]] = {}
     main: str | None = None
     if settings.model is not None:
-        main = settings.alias or settings.model.name.removesuffix(".gguf")
+        main = next(iter(settings.alias_names()), settings.model.name.removesuffix(".gguf"))
         found[main] = (settings.model, settings.mmproj, "-m")
     for folder in settings.models_dir:
         for model_id, path, projector in scan(folder):
@@ -168,7 +169,7 @@ def build(settings: Settings, default_model: Callable[[], Path]) -> tuple[list[M
             raise ConfigError(f"{where} [{name}]: no model {name!r} in --models-dir (give it 'model = PATH')")
     if not found:
         path = default_model()
-        main = settings.alias or path.name.removesuffix(".gguf")
+        main = next(iter(settings.alias_names()), path.name.removesuffix(".gguf"))
         found[main] = (path, None, "default")
     specs = []
     for model_id, (path, projector, source) in found.items():
@@ -183,8 +184,11 @@ def build(settings: Settings, default_model: Callable[[], Path]) -> tuple[list[M
             kind, caps = "embeddings", ("embeddings",)
         s = s.model_copy(update={"embeddings": kind != "chat", "reranking": kind == "rerank"})
         pick = (lambda a, b: a if a is not None else b)  # noqa: E731 - the model's table, then [defaults]
+        own = source in ("-m", "default")  # --alias's other names and --tags are the -m model's
+        aliases = (*settings.alias_names(), *table.aliases) if own else table.aliases  # the id among them, as llama-server lists them
+        tags = pick(table.tags, settings.tags if own else ())
         specs.append(ModelSpec(
-            id=model_id, path=path, settings=s, aliases=table.aliases, kind=kind, capabilities=caps, size=size_of(path),
+            id=model_id, path=path, settings=s, aliases=aliases, tags=tags, kind=kind, capabilities=caps, size=size_of(path),
             load_on_startup=bool(pick(table.load_on_startup, pick(defaults.load_on_startup, source in ("-m", "default")))),
             pin=bool(pick(table.pin, pick(defaults.pin, False))), keep_alive=pick(table.keep_alive, defaults.keep_alive),
             stop_timeout=pick(table.stop_timeout, pick(defaults.stop_timeout, 10.0)),

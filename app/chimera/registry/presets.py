@@ -39,7 +39,7 @@ PER_MODEL = frozenset({
     "mmproj", "chat_template", "chat_template_file", "reasoning_format", "reasoning_budget", "lora", "lora_scaled",
     "lora_init_without_apply", "embeddings", "reranking",
 })
-PRESET_ONLY = frozenset({"model", "alias", "load-on-startup", "pin", "keep-alive", "stop-timeout"})
+PRESET_ONLY = frozenset({"model", "alias", "tags", "load-on-startup", "pin", "keep-alive", "stop-timeout"})
 _KEYS: dict[str, str] = {flag.lstrip("-"): o.dest for o in OPTIONS if o.dest in PER_MODEL for flag in o.flags}
 _LLAMA_ENV = {  # llama-server's environment names of the same options, where they are not LLAMA_ARG_ + the dest
     "parallel": "N_PARALLEL", "batch_size": "BATCH", "ubatch_size": "UBATCH",
@@ -75,6 +75,7 @@ class Preset:
     options: dict[str, Any] = field(default_factory=dict)  # Settings fields
     model: Path | None = None
     aliases: tuple[str, ...] = ()
+    tags: tuple[str, ...] | None = None
     load_on_startup: bool | None = None
     pin: bool | None = None
     keep_alive: float | None = None
@@ -97,6 +98,11 @@ def _table(path: Path, name: str, table: Any) -> Preset:
             if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
                 raise ConfigError(f"{at}: expected a name or a list of names")
             out.aliases = tuple(names)
+        elif key == "tags":
+            tags = [t.strip() for t in value.split(",")] if isinstance(value, str) else value
+            if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+                raise ConfigError(f"{at}: expected a list of tags or a comma-separated string")
+            out.tags = tuple(tags)
         elif key in ("load-on-startup", "pin"):
             if not isinstance(value, bool):
                 raise ConfigError(f"{at}: expected true or false, got {value!r}")
