@@ -176,3 +176,19 @@ def test_props(server: Server) -> None:
     assert props["total_slots"] == 4
     assert "<|im_start|>" in props["chat_template"]
     assert props["n_ctx"] == props["n_ctx_slot"] == 8192  # the training context, shared by the slots
+
+
+def test_header_names_go_out_in_their_usual_case(server: Server) -> None:
+    """HTTP/1.1 header names are case-insensitive, but scripts that copy a response's headers
+    into a plain dict (llama.cpp's own server tests do) look them up as llama-server writes them."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"OPTIONS /v1/models HTTP/1.1\r\nHost: localhost\r\nOrigin: http://app.example\r\n"
+                     b"Access-Control-Request-Method: GET\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head = raw.split(b"\r\n\r\n", 1)[0].decode()
+    names = [line.split(":", 1)[0] for line in head.split("\r\n")[1:]]
+    assert "Access-Control-Allow-Origin" in names and "Content-Length" in names, head

@@ -14,6 +14,11 @@ carries around a request.
   answer, and a kept-alive connection is clean for its next request. When the announced body is
   larger than the drain allowance, the answer says `Connection: close` and the connection is
   closed after it instead.
+- **Header names in their usual case on HTTP/1.x.** Quart lowercases response header names;
+  they go out as `Content-Type`, `Access-Control-Allow-Origin`, `Process-Start-Time-Unix`, as
+  llama-server and most servers send them (names are case-insensitive, but scripts that read a
+  response's headers into a plain dict look them up as written). HTTP/2 keeps them lowercase, as
+  it requires.
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ class _Exchange:
         return self.length is not None and self.length - self.received > self.drain_bytes
 
 
+def _usual_case(name: bytes) -> bytes:
+    return b"-".join(part[:1].upper() + part[1:] for part in name.split(b"-"))
+
+
 def _content_length(scope: dict[str, Any]) -> int | None:
     for name, value in scope.get("headers", []):
         if name.lower() == b"content-length":
@@ -74,6 +83,7 @@ class ConnectionGuard:
             await self.app(scope, receive, send)
             return
         ex = _Exchange(scope, self.drain_bytes)
+        http1 = scope.get("http_version", "1.1") in ("1.0", "1.1")
 
         async def guarded_receive() -> Message:
             message = await receive()
@@ -82,6 +92,8 @@ class ConnectionGuard:
 
         async def guarded_send(message: Message) -> None:
             kind = message["type"]
+            if kind == "http.response.start" and http1:
+                message = {**message, "headers": [(_usual_case(n), v) for n, v in message.get("headers", [])]}
             if kind == "http.response.start" and not ex.complete.is_set():
                 ex.received_at_answer = ex.received
                 if ex.too_much_left():
