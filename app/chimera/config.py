@@ -108,6 +108,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("reasoning", ("-rea", "--reasoning"), "thinking in chat: on | off (templates asked not to think, a forced-open <think> closed) | auto (default)"),
     Option("reasoning_budget", ("--reasoning-budget",), "-1: think freely; 0: ask the template not to think (default -1)"),
     Option("slot_save_path", ("--slot-save-path",), "directory for slot KV-cache files (POST /slots/{id}?action=save|restore)", metavar="DIR"),
+    Option("slots", ("--slots",), "GET /slots lists the slots (default)", kind="flag"),
+    Option("no_slots", ("--no-slots",), "GET /slots answers 501 (the slots' prompts stay private to their clients)", kind="flag"),
     # llama-server's engine flags
     Option("cache_type_k", ("-ctk", "--cache-type-k"), "KV cache type for K: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1 (default f16)"),
     Option("cache_type_v", ("-ctv", "--cache-type-v"), "KV cache type for V, as -ctk; a quantized V needs flash attention (turned on with -fa auto)"),
@@ -208,6 +210,8 @@ class Settings(BaseModel):
     ctx_size: int = Field(0, ge=0)
     parallel: int = Field(-1, ge=-1, le=256)
     kv_unified: bool | None = None
+    slots: bool = False
+    no_slots: bool = False
     no_kv_unified: bool = False
     kv_unified_per_slot: int = Field(0, ge=0)
     context_shift: bool = False

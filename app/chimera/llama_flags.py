@@ -30,8 +30,6 @@ ACCEPTED: tuple[Accepted, ...] = (
     Accepted(("--log-prefix",), "chimera's log lines have their own prefix"),
     Accepted(("--log-timestamps",), "chimera's log lines carry timestamps"),
     Accepted(("-lv", "--verbosity", "--log-verbosity"), "use -v for debug logging", value=True),
-    Accepted(("--slots",), "/slots is always on"),
-    Accepted(("--no-slots",), "/slots is always on (behind --api-key like every route)"),
     Accepted(("--no-perf",), "timings are always reported"),
     Accepted(("--perf",), "timings are always reported"),
     Accepted(("-sp", "--special"), "special tokens are rendered as the API asks"),

@@ -62,7 +62,9 @@ def test_path_tricks_are_400(start_server: type[Server], smollm: Path, tmp_path:
 
 
 def test_slot_errors(start_server: type[Server], smollm: Path, tmp_path: Path) -> None:
-    s = start_server("-m", str(smollm), "-np", "1").wait_ready()
+    s = start_server("-m", str(smollm), "-np", "1", "--no-slots").wait_ready()
+    listing = httpx.get(s.base + "/slots")  # --no-slots: the listing is off (the actions are --slot-save-path's)
+    assert listing.status_code == 501 and "--no-slots" in listing.json()["error"]["message"], listing.text
     r = httpx.post(s.base + "/slots/0?action=save", json={"filename": "x.bin"})
     assert r.status_code == 501 and "--slot-save-path" in r.json()["error"]["message"]
     assert httpx.post(s.base + "/slots/0?action=fly").status_code == 400

@@ -19,6 +19,8 @@ FLAGS = {
     "slot-files": "--slot-save-path DIR",
     "saved-chats": "--persist-chats",
     "props": "--props",
+    "slots": "--slots, or without --no-slots",
+    "tools": "--tools NAMES, or MCP servers with --mcp-servers-json / --mcp-servers-config",
 }
 CHAT_HEADER = "X-Chimera-Chat-Id"
 

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import ValidationError
 from quart import Blueprint, Response, request
 
-from ..errors import BadRequest, ChimeraError, Unsupported
+from ..errors import BadRequest, ChimeraError, NotEnabled, Unsupported
 from ..llm import introspect, slotfiles
 from ..llm.engine import Engine
 from ..llm.generation import Generation, new_id
@@ -222,6 +222,8 @@ async def apply_template() -> Response:
 async def slots() -> Response:
     """The slots of the model (`?model=` where several are served); an unloaded one has none."""
     s = services()
+    if s.settings.no_slots:
+        raise NotEnabled("listing the slots is off", feature="slots")
     s.check_loaded()
     engine = s.require_models().resolve(request.args.get("model")).engine
     return json_response(introspect.slots(engine) if engine is not None else [])
