@@ -188,6 +188,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("hf_token", ("-hft", "--hf-token"), "Hugging Face access token (default: $HF_TOKEN)", secret=True),
     Option("model_url", ("-mu", "--model-url"), "download the model from this URL", metavar="URL"),
     Option("offline", ("--offline",), "use only models already in the cache: no network access for -hf / -mu", kind="flag"),
+    Option("ui_mcp_proxy", ("--ui-mcp-proxy", "--webui-mcp-proxy"), "serve /cors-proxy?url=, which fetches any http(s) URL for the caller (a web UI's MCP servers); trusted networks only", kind="flag"),
+    Option("no_ui_mcp_proxy", ("--no-ui-mcp-proxy", "--no-webui-mcp-proxy"), "no /cors-proxy (default)", kind="flag"),
     Option("no_mmproj", ("--no-mmproj", "--no-mmproj-auto"), "with -hf, do not download or use the repository's projector", kind="flag"),
     Option("models_cache", ("--models-cache",), "where prepared default models are kept (default: the user cache dir)", metavar="PATH"),
     Option("models_dir", ("--models-dir",), "a folder of GGUF models served on demand (the request's model picks one); repeatable", kind="list", metavar="DIR"),
@@ -355,6 +357,8 @@ class Settings(BaseModel):
     models_max: int = Field(0, ge=0)
     models_autoload: bool = False
     no_models_autoload: bool = False
+    ui_mcp_proxy: bool = False
+    no_ui_mcp_proxy: bool = False
     sleep_idle_seconds: float = -1.0
     slot_save_path: Path | None = None
     reasoning_format: Literal["auto", "deepseek", "none"] = "auto"

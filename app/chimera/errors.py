@@ -14,6 +14,7 @@
     ├── UnsupportedMediaType          415 invalid_request_error
     ├── Unsupported                   501 not_implemented_error
     │   └── NotEnabled                501 (flag names the switch that enables it)
+    ├── BadGateway                    502 api_error             (a proxied request failed)
     └── Unavailable                   503 unavailable_error     (retry_after seconds)
         ├── Loading
         ├── Overloaded
@@ -177,6 +178,12 @@ class NotEnabled(Unsupported):
     def __init__(self, message: str, *, feature: str) -> None:
         super().__init__(message, code="not_enabled")
         self.feature = feature
+class BadGateway(ChimeraError):
+    """A request this server made on the client's behalf (/cors-proxy) got no answer."""
+
+    status = 502
+
+
 
 
 class Unavailable(ChimeraError):

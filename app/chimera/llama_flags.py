@@ -36,7 +36,6 @@ ACCEPTED: tuple[Accepted, ...] = (
     Accepted(("-cram", "--cache-ram"), "chimera keeps no host-memory prompt cache; slots reuse their own KV cache", value=True),
     Accepted(("--swa-full",), "chimera uses llama.cpp's default SWA cache"),
     Accepted(("-fit", "--fit"), "use -ngl and -c to size the model", value=True),
-    Accepted(("--no-webui-mcp-proxy", "--webui-mcp-proxy", "--ui-mcp-proxy", "--no-ui-mcp-proxy"), "chimera's web UI has no MCP proxy"),
     Accepted(("--webui", "--ui"), "the web UI is on unless --no-webui"),
     Accepted(("-bs", "--backend-sampling", "--backend_sampling"), "sampling runs on the CPU after each decode"),
     Accepted(("--mmproj-auto",), "with -hf the repository's projector is used unless --no-mmproj"),

@@ -160,6 +160,7 @@ def create_app(services: Services) -> QuartTrio:
     from .images import blueprint as images_bp
     from .infill import blueprint as infill_bp
     from .llm import blueprint as llm_bp
+    from .cors_proxy import blueprint as cors_proxy_bp
     from .meta import blueprint as meta_bp
     from .models import blueprint as models_bp
     from .ollama import blueprint as ollama_bp
@@ -186,6 +187,7 @@ def create_app(services: Services) -> QuartTrio:
     app.extensions["webui"] = site_for(services.settings)
     describe(app, api_keys=bool(services.api_keys))
     # quart-schema installed its JSON provider: keep the order of keys as written
+    app.register_blueprint(cors_proxy_bp)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     if services.settings.cors_origins:
