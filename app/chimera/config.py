@@ -206,6 +206,9 @@ class Settings(BaseModel):
 
     model: Path | None = None
     alias: str | None = None
+    # Vertex AI custom-container mode (AIP_MODE=PREDICTION in the environment, not a flag)
+    predict_route: str | None = None  # AIP_PREDICT_ROUTE, default /predict
+    predict_health_route: str | None = None  # AIP_HEALTH_ROUTE: /health under another path
     tags: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -634,6 +637,24 @@ def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _vertex_layer(environ: dict[str, str]) -> dict[str, Any]:
+    """Vertex AI's custom-container contract (AIP_MODE=PREDICTION): the port it gives wins over
+    --port, and POST AIP_PREDICT_ROUTE answers its `instances` requests."""
+    if environ.get("AIP_MODE") != "PREDICTION":
+        return {}
+
+    def route(name: str, default: str | None) -> str | None:
+        value = environ.get(name) or default
+        return None if value is None else "/" + value.lstrip("/")
+
+    try:
+        port = int(environ.get("AIP_HTTP_PORT") or 8080)
+    except ValueError:
+        raise ConfigError(f"AIP_HTTP_PORT: expected a port number, got {environ['AIP_HTTP_PORT']!r}") from None
+    return {"port": port, "predict_route": route("AIP_PREDICT_ROUTE", "/predict"),
+            "predict_health_route": route("AIP_HEALTH_ROUTE", None)}
+
+
 def _file_layer(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text())
@@ -666,6 +687,7 @@ def resolve(cli: dict[str, Any], environ: dict[str, str] | None = None) -> Setti
                                 for v in (value if isinstance(value, (list, tuple)) else _split_list(value)))
         elif kind == "list":
             merged[key] = tuple(_split_list(value))
+    merged.update(_vertex_layer(environ))
     try:
         return Settings(**merged)
     except ValidationError as e:

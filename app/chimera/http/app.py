@@ -30,7 +30,7 @@ from .openapi import describe
 log = logging.getLogger("chimera.http")
 
 PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/"})
-PUBLIC_ENDPOINTS = frozenset({"webui.index", "webui.asset"})  # the UI's files; it asks for the key itself
+PUBLIC_ENDPOINTS = frozenset({"webui.index", "webui.asset", "predict.health"})  # the UI's files (it asks for the key); Vertex AI's probe
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -157,10 +157,10 @@ def create_app(services: Services) -> QuartTrio:
     from .audio import blueprint as audio_bp
     from .chat import blueprint as chat_bp
     from .chats import blueprint as chats_bp
+    from .cors_proxy import blueprint as cors_proxy_bp
     from .images import blueprint as images_bp
     from .infill import blueprint as infill_bp
     from .llm import blueprint as llm_bp
-    from .cors_proxy import blueprint as cors_proxy_bp
     from .meta import blueprint as meta_bp
     from .models import blueprint as models_bp
     from .ollama import blueprint as ollama_bp
@@ -184,6 +184,13 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(images_bp)
     app.register_blueprint(ollama_bp)
     app.register_blueprint(webui_bp)  # GET / and the UI's files; every other route comes first
+    if services.settings.predict_route:  # Vertex AI (AIP_MODE=PREDICTION)
+        from .meta import health
+        from .predict import predict
+
+        app.add_url_rule(services.settings.predict_route, "predict.predict", predict, methods=["POST"])
+        if services.settings.predict_health_route:
+            app.add_url_rule(services.settings.predict_health_route, "predict.health", health, methods=["GET"])
     app.extensions["webui"] = site_for(services.settings)
     describe(app, api_keys=bool(services.api_keys))
     # quart-schema installed its JSON provider: keep the order of keys as written

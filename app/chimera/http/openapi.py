@@ -52,6 +52,8 @@ DOCS: dict[str, Doc] = {
     "models.load": Doc(ModelRequest, summary="load a model (waits until it is loaded)"),
     "models.unload": Doc(ModelRequest, summary="unload a model once its requests have ended"),
     "models.model_events": Doc(summary="status changes and load progress of every model (SSE)"),
+    "predict.predict": Doc(summary="Vertex AI (AIP_MODE=PREDICTION): {instances: [{@requestFormat, ...}]} answered as {predictions}"),
+    "predict.health": Doc(summary="Vertex AI's health route (AIP_HEALTH_ROUTE): /health"),
     "cors_proxy.cors_proxy": Doc(summary="fetch ?url= for a web UI (with --ui-mcp-proxy; only X-Llama-Server-Proxy-Header-* headers travel)"),
     "meta.props": Doc(summary="llama-server's server properties"),
     "meta.set_props": Doc(GenerationFields, summary="change the default generation settings (--props)"),
