@@ -28,6 +28,7 @@ from .config import Settings
 from .errors import ConfigError, Unavailable, leaf_error
 from .http.app import create_app
 from .http.asgi import ConnectionGuard
+from .http.resumable import ResumableStreams
 from .logs import setup_logging
 from .registry.catalog import ModelSpec
 from .registry.catalog import build as build_catalog
@@ -204,6 +205,7 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, services.lifecycle)
         nursery.start_soon(_probe, services)
+        await nursery.start(services.streams.run)
         await nursery.start(services.models.run)
         nursery.start_soon(_watch_ready, services)
         nursery.start_soon(_side_engines, services)
@@ -216,7 +218,9 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
         async with trio.open_nursery() as http:
             binds = await http.start(
                 partial(
-                    hypercorn_serve, ConnectionGuard(app, drain_bytes=DRAIN_BYTES, drain_seconds=DRAIN_SECONDS),
+                    hypercorn_serve,
+                    ConnectionGuard(ResumableStreams(app, services.streams), drain_bytes=DRAIN_BYTES,
+                                    drain_seconds=DRAIN_SECONDS),
                     _hypercorn_config(settings),
                     shutdown_trigger=services.lifecycle.shutdown_requested.wait,
                 )

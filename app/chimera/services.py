@@ -12,6 +12,7 @@ from .config import Settings
 from .llm.media import MediaSources
 from .metrics import Metrics
 from .protocol.responses import ResponseStore
+from .serving.stream_store import StreamStore
 from .store.chats import ChatStore
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     responses: ResponseStore = field(default_factory=ResponseStore)
+    streams: StreamStore = field(default_factory=StreamStore)  # resumable streams (X-Conversation-Id)
     models: ModelRegistry | None = None  # the served models, loaded on demand
     reranker: Engine | None = None  # --rerank-model
     chats: ChatStore | None = None  # --persist-chats

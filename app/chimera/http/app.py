@@ -166,6 +166,7 @@ def create_app(services: Services) -> QuartTrio:
     from .ollama import blueprint as ollama_bp
     from .rerank import blueprint as rerank_bp
     from .responses import blueprint as responses_bp
+    from .streams import blueprint as streams_bp
     from .vector_stores import blueprint as vector_stores_bp
     from .webui import blueprint as webui_bp
     from .webui import site_for
@@ -183,6 +184,8 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(vector_stores_bp)
     app.register_blueprint(images_bp)
     app.register_blueprint(ollama_bp)
+    app.register_blueprint(cors_proxy_bp)
+    app.register_blueprint(streams_bp)
     app.register_blueprint(webui_bp)  # GET / and the UI's files; every other route comes first
     if services.settings.predict_route:  # Vertex AI (AIP_MODE=PREDICTION)
         from .meta import health
@@ -194,7 +197,6 @@ def create_app(services: Services) -> QuartTrio:
     app.extensions["webui"] = site_for(services.settings)
     describe(app, api_keys=bool(services.api_keys))
     # quart-schema installed its JSON provider: keep the order of keys as written
-    app.register_blueprint(cors_proxy_bp)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     if services.settings.cors_origins:
