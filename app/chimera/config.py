@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .llama_flags import LLAMA_ENV, NOT_BUILT, SPEC_TYPES, parse_override
 from .templates import BUILTIN_TEMPLATES, LLAMA_CPP_TEMPLATES, is_jinja
+from .tools.flags import enabled_tools, parse_runtime
 
 DEFAULT_SLOTS = 4  # -np auto, as llama-server
 KvType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
@@ -107,9 +108,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("reasoning_format", ("--reasoning-format",), "where <think> blocks go: auto (when the template thinks) | deepseek (always) | none (left in content)"),
     Option("reasoning", ("-rea", "--reasoning"), "thinking in chat: on | off (templates asked not to think, a forced-open <think> closed) | auto (default)"),
     Option("reasoning_budget", ("--reasoning-budget",), "-1: think freely; 0: ask the template not to think (default -1)"),
-    Option("slot_save_path", ("--slot-save-path",), "directory for slot KV-cache files (POST /slots/{id}?action=save|restore)", metavar="DIR"),
     Option("slots", ("--slots",), "GET /slots lists the slots (default)", kind="flag"),
     Option("no_slots", ("--no-slots",), "GET /slots answers 501 (the slots' prompts stay private to their clients)", kind="flag"),
+    Option("slot_save_path", ("--slot-save-path",), "directory for slot KV-cache files (POST /slots/{id}?action=save|restore)", metavar="DIR"),
+    # llama-server's tools for agents (GET/POST /tools)
+    Option("tools", ("--tools",), "built-in tools served at GET/POST /tools, comma-separated or repeated: read_file, file_glob_search, grep_search, exec_shell_command, write_file, edit_file, get_info, or all (default: none). They act on this machine as the server's user, and exec_shell_command runs any command: only for a trusted client. Without --cors-origins, cross-origin requests are then allowed from loopback origins only", kind="list", metavar="TOOL1,TOOL2,..."),
+    Option("tools_runtime", ("--tools-runtime",), "where the built-in tools run: docker:IMAGE or podman:IMAGE (a container started for them, removed at exit), docker-container:ID or podman-container:ID (a running container), ssh:TARGET (a host over SSH, key-based auth and a trusted host key) (default: this machine)", metavar="OPTION"),
+    Option("mcp_servers_config", ("--mcp-servers-config",), "JSON file of MCP servers (Cursor's {\"mcpServers\": {NAME: {\"command\", \"args\", \"env\", \"cwd\", \"timeout_ms\"}}}) whose tools GET/POST /tools serve as NAME_TOOL; they are started with the server", metavar="PATH"),
+    Option("mcp_servers_json", ("--mcp-servers-json",), "MCP servers as inline JSON, as in --mcp-servers-config", metavar="JSON"),
     # llama-server's engine flags
     Option("cache_type_k", ("-ctk", "--cache-type-k"), "KV cache type for K: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1 (default f16)"),
     Option("cache_type_v", ("-ctv", "--cache-type-v"), "KV cache type for V, as -ctk; a quantized V needs flash attention (turned on with -fa auto)"),
@@ -182,14 +188,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("ssl_key_file", ("--ssl-key-file",), "PEM private key: serve HTTPS (with --ssl-cert-file)", metavar="FILE"),
     Option("ssl_cert_file", ("--ssl-cert-file",), "PEM certificate chain for HTTPS", metavar="FILE"),
     Option("no_webui", ("--no-ui", "--no-webui"), "do not serve the web UI at /", kind="flag"),
+    Option("ui_mcp_proxy", ("--ui-mcp-proxy", "--webui-mcp-proxy"), "serve /cors-proxy?url=, which fetches any http(s) URL for the caller (a web UI's MCP servers); trusted networks only", kind="flag"),
+    Option("no_ui_mcp_proxy", ("--no-ui-mcp-proxy", "--no-webui-mcp-proxy"), "no /cors-proxy (default)", kind="flag"),
     Option("webui_path", ("--webui-path", "--path"), "serve the static files of this folder at / instead of the built-in web UI", metavar="DIR"),
     Option("hf_repo", ("-hf", "-hfr", "--hf-repo"), "download the model from a Hugging Face repository: <user>/<model>[:quant] (quant default Q4_K_M, else the first GGUF); its projector too, unless --no-mmproj", metavar="REPO[:QUANT]"),
     Option("hf_file", ("-hff", "--hf-file"), "the file to download from --hf-repo (instead of picking by quant)", metavar="FILE"),
     Option("hf_token", ("-hft", "--hf-token"), "Hugging Face access token (default: $HF_TOKEN)", secret=True),
     Option("model_url", ("-mu", "--model-url"), "download the model from this URL", metavar="URL"),
     Option("offline", ("--offline",), "use only models already in the cache: no network access for -hf / -mu", kind="flag"),
-    Option("ui_mcp_proxy", ("--ui-mcp-proxy", "--webui-mcp-proxy"), "serve /cors-proxy?url=, which fetches any http(s) URL for the caller (a web UI's MCP servers); trusted networks only", kind="flag"),
-    Option("no_ui_mcp_proxy", ("--no-ui-mcp-proxy", "--no-webui-mcp-proxy"), "no /cors-proxy (default)", kind="flag"),
     Option("no_mmproj", ("--no-mmproj", "--no-mmproj-auto"), "with -hf, do not download or use the repository's projector", kind="flag"),
     Option("models_cache", ("--models-cache",), "where prepared default models are kept (default: the user cache dir)", metavar="PATH"),
     Option("models_dir", ("--models-dir",), "a folder of GGUF models served on demand (the request's model picks one); repeatable", kind="list", metavar="DIR"),
@@ -209,14 +215,14 @@ class Settings(BaseModel):
     # Vertex AI custom-container mode (AIP_MODE=PREDICTION in the environment, not a flag)
     predict_route: str | None = None  # AIP_PREDICT_ROUTE, default /predict
     predict_health_route: str | None = None  # AIP_HEALTH_ROUTE: /health under another path
+    slots: bool = False
+    no_slots: bool = False
     tags: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     ctx_size: int = Field(0, ge=0)
     parallel: int = Field(-1, ge=-1, le=256)
     kv_unified: bool | None = None
-    slots: bool = False
-    no_slots: bool = False
     no_kv_unified: bool = False
     kv_unified_per_slot: int = Field(0, ge=0)
     context_shift: bool = False
@@ -354,16 +360,20 @@ class Settings(BaseModel):
     ssl_key_file: Path | None = None
     ssl_cert_file: Path | None = None
     no_webui: bool = False
+    ui_mcp_proxy: bool = False
+    no_ui_mcp_proxy: bool = False
     webui_path: Path | None = None
     models_dir: tuple[Path, ...] = ()
     models_preset: Path | None = None
     models_max: int = Field(0, ge=0)
     models_autoload: bool = False
     no_models_autoload: bool = False
-    ui_mcp_proxy: bool = False
-    no_ui_mcp_proxy: bool = False
     sleep_idle_seconds: float = -1.0
     slot_save_path: Path | None = None
+    tools: tuple[str, ...] = ()
+    tools_runtime: str | None = None
+    mcp_servers_config: Path | None = None
+    mcp_servers_json: str | None = None
     reasoning_format: Literal["auto", "deepseek", "none"] = "auto"
     reasoning: Literal["on", "off", "auto"] = "auto"
     reasoning_budget: int = -1
@@ -387,6 +397,42 @@ class Settings(BaseModel):
         if v is not None and v not in BUILTIN_TEMPLATES and v not in LLAMA_CPP_TEMPLATES and not is_jinja(v):
             raise ValueError(f"unknown template; give a Jinja template, or one of: {', '.join(sorted({*BUILTIN_TEMPLATES, *LLAMA_CPP_TEMPLATES}))}")
         return v
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        enabled_tools(v)
+        return v
+
+    @field_validator("tools_runtime")
+    @classmethod
+    def _tools_runtime(cls, v: str | None) -> str | None:
+        if v:
+            parse_runtime(v)
+        return v
+
+    @field_validator("mcp_servers_json")
+    @classmethod
+    def _mcp_json(cls, v: str | None) -> str | None:
+        if v:
+            import json
+
+            try:
+                json.loads(v)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"failed to parse MCP config JSON: {e}") from None
+        return v
+
+    @field_validator("mcp_servers_config")
+    @classmethod
+    def _mcp_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"failed to open MCP config file: {v}")
+        return v
+
+    def tools_enabled(self) -> bool:
+        """GET/POST /tools are served: built-in tools or MCP servers are configured."""
+        return bool(self.tools or self.mcp_servers_config or self.mcp_servers_json)
 
     @field_validator("slot_save_path")
     @classmethod

@@ -74,7 +74,9 @@ LLAMA_ENV: dict[str, str] = {
     "draft_min": "LLAMA_ARG_SPEC_DRAFT_N_MIN", "draft_p_min": "LLAMA_ARG_SPEC_DRAFT_P_MIN",
     "n_gpu_layers_draft": "LLAMA_ARG_N_GPU_LAYERS_DRAFT", "cache_type_k_draft": "LLAMA_ARG_SPEC_DRAFT_CACHE_TYPE_K",
     "cache_type_v_draft": "LLAMA_ARG_SPEC_DRAFT_CACHE_TYPE_V", "hf_token": "HF_TOKEN",
-    "model_url": "LLAMA_ARG_MODEL_URL", "offline": "LLAMA_ARG_OFFLINE",
+    "model_url": "LLAMA_ARG_MODEL_URL", "offline": "LLAMA_ARG_OFFLINE", "tools": "LLAMA_ARG_TOOLS",
+    "tools_runtime": "LLAMA_ARG_TOOLS_RUNTIME", "mcp_servers_config": "LLAMA_ARG_MCP_SERVERS_CONFIG",
+    "mcp_servers_json": "LLAMA_ARG_MCP_SERVERS_JSON",
 }
 
 

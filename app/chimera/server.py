@@ -37,6 +37,7 @@ from .services import Lifecycle, Services
 
 if TYPE_CHECKING:
     from .images.setup import ImageSetup
+    from .tools.toolbox import ToolBox
 
 log = logging.getLogger("chimera")
 # after --shutdown-timeout, ended generations get this long to write their last event
@@ -174,6 +175,21 @@ async def _run_images(services: Services, setup: ImageSetup) -> None:
         raise ConfigError(f"image model: {failed}") from None
 
 
+async def _toolbox(settings: Settings) -> ToolBox | None:
+    """The tools of --tools and of the MCP servers configured, or None when there are none."""
+    from . import __version__
+    from .tools.flags import load_mcp_servers
+    from .tools.toolbox import ToolBox
+
+    try:
+        mcp = await trio.to_thread.run_sync(load_mcp_servers, settings.mcp_servers_config, settings.mcp_servers_json)
+        if not settings.tools and not mcp:
+            return None
+        return ToolBox(settings.tools, mcp, settings.tools_runtime or "", __version__)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 async def _probe(services: Services) -> None:
     from .info import probe_engines
 
@@ -201,9 +217,13 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
         from .images.setup import image_setup as check_image_flags
 
         image_setup = check_image_flags(settings)
+    if settings.tools_enabled():
+        services.tools = await _toolbox(settings)
     app = create_app(services)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals, services.lifecycle)
+        if services.tools is not None:  # the MCP servers' children and a tools container live here
+            nursery.start_soon(services.tools.run, services.lifecycle.shutdown_requested)
         nursery.start_soon(_probe, services)
         await nursery.start(services.streams.run)
         await nursery.start(services.models.run)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .llm.engine import Engine
     from .rag.service import RagService
     from .registry.registry import ModelRegistry
+    from .tools.toolbox import ToolBox
 
 
 class Lifecycle:
@@ -55,6 +56,7 @@ class Services:
     audio: AudioPool | None = None  # once its workers are up (--whisper-model)
     rag: RagService | None = None  # once its embedder is loaded (--rag-model, or --embeddings)
     images: ImagePool | None = None  # once its workers are up (--sd-model)
+    tools: ToolBox | None = None  # --tools, --mcp-servers-json / --mcp-servers-config
     engine_versions: dict[str, Any] | None = None  # from the probe process, filled at start-up
 
     @property

@@ -44,7 +44,7 @@ REFUSED: list[tuple[str, str]] = [
      "a llama.cpp loading or memory detail chimera leaves at its default"),
     (r"^-fitt|fit-target|^-fitc|fit-ctx", "use -ngl and -c to size the model"),
     (r"^--attention|^--embd|^--cls", "embedding options chimera does not have (`--embeddings`, `--pooling`, `--reranking`)"),
-    (r"^--api-prefix|reuse-port|^--cors|^--no-host|^--metrics-|^--endpoint|^--webui-config|^--webui$|^--agent|^--mcp|^--tools",
+    (r"^--api-prefix|reuse-port|^--cors|^--no-host|^--metrics-|^--endpoint|^--webui-config|^--webui$|^--agent",
      "an HTTP option chimera does not have (see Security and Web UI)"),
     (r"^--chat-template-kwargs|^--prefill|^--reasoning$|^--reasoning-effort|^--reasoning-preserve|^--skip-chat|^--no-prefill|^-rea",
      "set per request (`chat_template_kwargs`, `reasoning_effort`) instead"),

@@ -88,6 +88,9 @@ def _http_exception_to_error(e: HTTPException) -> ChimeraError:
 LOOPBACK_ORIGIN = re.compile(r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?$")
 
 
+TOOL_HEADERS = ("X-Tool-Cwd", "X-Tool-Runtime", "X-Resp-Type")  # POST /tools reads them
+
+
 def cors_origins(given: tuple[str, ...]) -> str | list[str | re.Pattern[str]]:
     """--cors-origins as quart-cors takes them: `*` for any origin; `localhost` for every
     loopback origin on any port (localhost, 127.0.0.1, [::1]), as llama-server reads it."""
@@ -167,6 +170,7 @@ def create_app(services: Services) -> QuartTrio:
     from .rerank import blueprint as rerank_bp
     from .responses import blueprint as responses_bp
     from .streams import blueprint as streams_bp
+    from .tools import blueprint as tools_bp
     from .vector_stores import blueprint as vector_stores_bp
     from .webui import blueprint as webui_bp
     from .webui import site_for
@@ -186,6 +190,7 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(ollama_bp)
     app.register_blueprint(cors_proxy_bp)
     app.register_blueprint(streams_bp)
+    app.register_blueprint(tools_bp)
     app.register_blueprint(webui_bp)  # GET / and the UI's files; every other route comes first
     if services.settings.predict_route:  # Vertex AI (AIP_MODE=PREDICTION)
         from .meta import health
@@ -199,11 +204,14 @@ def create_app(services: Services) -> QuartTrio:
     # quart-schema installed its JSON provider: keep the order of keys as written
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    if services.settings.cors_origins:
+    # with tools for agents on, the default is loopback origins only (as llama-server): a web page
+    # elsewhere must not reach tools that act on this machine
+    origins = services.settings.cors_origins or (("localhost",) if services.settings.tools_enabled() else ())
+    if origins:
         app = cors(
             app,
-            allow_origin=cors_origins(services.settings.cors_origins),
-            allow_headers=["Authorization", "Content-Type", "X-Api-Key", "X-Chimera-Chat-Id"],
+            allow_origin=cors_origins(origins),
+            allow_headers=["Authorization", "Content-Type", "X-Api-Key", "X-Chimera-Chat-Id", *TOOL_HEADERS],
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             expose_headers=["X-Chimera-Chat-Id"],
             max_age=600,

@@ -33,6 +33,7 @@ from ..protocol.responses import ResponsesRequest
 from .infill import InfillRequest, NativeCompletionRequest
 from .models import ModelRequest
 from .rerank import RerankRequest
+from .tools import ToolCallRequest
 from .vector_stores import CreateStore, SearchRequest
 
 JSON, FORM = DataSource.JSON, DataSource.FORM_MULTIPART
@@ -51,13 +52,13 @@ DOCS: dict[str, Doc] = {
     "models.models": Doc(summary="every served model with its status (loaded, loading, unloaded, failed)"),
     "models.load": Doc(ModelRequest, summary="load a model (waits until it is loaded)"),
     "models.unload": Doc(ModelRequest, summary="unload a model once its requests have ended"),
-    "models.model_events": Doc(summary="status changes and load progress of every model (SSE)"),
     "predict.predict": Doc(summary="Vertex AI (AIP_MODE=PREDICTION): {instances: [{@requestFormat, ...}]} answered as {predictions}"),
     "predict.health": Doc(summary="Vertex AI's health route (AIP_HEALTH_ROUTE): /health"),
     "streams.replay": Doc(summary="replay a conversation's stream (X-Conversation-Id) from ?from= bytes, then follow it live"),
     "streams.stop": Doc(summary="stop a conversation's stream and forget it (204, also when there is none)"),
     "streams.lookup": Doc(summary="which of {conversation_ids} have a stream: is_done, total_bytes, started_at, completed_at"),
     "cors_proxy.cors_proxy": Doc(summary="fetch ?url= for a web UI (with --ui-mcp-proxy; only X-Llama-Server-Proxy-Header-* headers travel)"),
+    "models.model_events": Doc(summary="status changes and load progress of every model (SSE)"),
     "meta.props": Doc(summary="llama-server's server properties"),
     "meta.set_props": Doc(GenerationFields, summary="change the default generation settings (--props)"),
     "meta.metrics": Doc(summary="Prometheus metrics"),
@@ -121,6 +122,8 @@ DOCS: dict[str, Doc] = {
     "webui.index": Doc(summary="the web UI to a browser; else 'Ollama is running', the liveness answer Ollama clients probe"),
     "webui.asset": Doc(summary="a file of the web UI (public); any other path is 404"),
     "ollama.management": Doc(summary="pull / push / create / copy / delete: what chimera does instead"),
+    "tools.list_tools": Doc(summary="the tools for agents (--tools, MCP servers): name, type, permissions, definition"),
+    "tools.call_tool": Doc(ToolCallRequest, summary="call a tool (headers x-tool-cwd, x-tool-runtime, x-resp-type); SSE with stream"),
 }
 OWN = frozenset({"openapi"})  # the description's own route
 
