@@ -70,17 +70,15 @@ class ContextLengthExceeded(BadRequest):
 
 
 class ContextTooSmall(ContextLengthExceeded):
-    """A request needs more tokens than a slot holds (the slots' size is a server setting).
-    Typed as llama-server types it (`exceed_context_size_error`, with `n_prompt_tokens` and
-    `n_ctx`), so clients written for it work; OpenAI's `code` stays."""
+    """A prompt leaves no room in a slot (the slots' size is a server setting). Typed as
+    llama-server types it (`exceed_context_size_error`, with `n_prompt_tokens` and `n_ctx`), so
+    clients written for it work; OpenAI's `code` stays."""
 
     openai_type = "exceed_context_size_error"
 
-    def __init__(self, n_prompt: int, n_generate: int, n_ctx_slot: int, *, param: str | None = "messages",
-                 split: bool = True) -> None:
-        need = n_prompt + n_generate
-        super().__init__(f"this request needs {n_prompt} prompt tokens + {n_generate} to generate = {need}, "
-                         f"but {'a slot holds' if split else 'the context holds'} {n_ctx_slot} tokens", param=param)
+    def __init__(self, n_prompt: int, n_ctx_slot: int, *, param: str | None = "messages", split: bool = True) -> None:
+        super().__init__(f"the prompt ({n_prompt} tokens) exceeds the available context size: "
+                         f"{'a slot holds' if split else 'the context holds'} {n_ctx_slot} tokens", param=param)
         self.n_ctx_slot = n_ctx_slot
         self.n_prompt = n_prompt
         self.split = split  # the cache is split over the slots (fewer slots would give each more)
@@ -178,12 +176,12 @@ class NotEnabled(Unsupported):
     def __init__(self, message: str, *, feature: str) -> None:
         super().__init__(message, code="not_enabled")
         self.feature = feature
+
+
 class BadGateway(ChimeraError):
     """A request this server made on the client's behalf (/cors-proxy) got no answer."""
 
     status = 502
-
-
 
 
 class Unavailable(ChimeraError):

@@ -87,22 +87,21 @@ def test_slot_sizes_follow_the_flags(start_server: type[Server], smollm: Path, f
     s = start_server("-m", str(smollm), *flags).wait_ready()
     props = s.http().get("/props").json()
     assert (props["n_ctx"], props["n_ctx_slot"], props["total_slots"]) == expect
-    r = s.http().post("/v1/completions", json={"prompt": listing(200), "max_tokens": expect[1]})
+    r = s.http().post("/v1/completions", json={"prompt": listing(expect[1] // 4), "max_tokens": 4})  # more than a slot
     err = r.json()["error"]
     assert r.status_code == 400 and f"holds {expect[1]} tokens" in err["message"]
     # llama-server's shape of it, with OpenAI's code
     assert (err["type"], err["code"], err["n_ctx"]) == ("exceed_context_size_error", "context_length_exceeded", expect[1])
-    assert err["n_prompt_tokens"] > 1000
+    assert err["n_prompt_tokens"] >= expect[1]
 
 
 def test_context_shift_keeps_a_generation_going(start_server: type[Server], smollm: Path) -> None:
     body = {"prompt": "Once upon a time", "max_tokens": 600, "ignore_eos": True, "temperature": 0}
     plain = start_server("-m", str(smollm), "-c", "256", "-np", "1").wait_ready()
-    r = plain.http().post("/v1/completions", json=body)
-    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
-    r = plain.http().post("/v1/completions", json={**body, "max_tokens": None}, timeout=600)  # no limit: ends at the context's end
-    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"
-    assert r.json()["usage"]["completion_tokens"] < 256
+    for limit in (600, None):  # more than the context holds, or no limit: it ends at the context's end
+        r = plain.http().post("/v1/completions", json={**body, "max_tokens": limit}, timeout=600)
+        assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"
+        assert r.json()["usage"]["total_tokens"] == 256
 
     for keep in ("0", "-1"):
         s = start_server("-m", str(smollm), "-c", "256", "-np", "1", "--context-shift", "--keep", keep).wait_ready()

@@ -119,6 +119,12 @@ class FakeEngine:
     def text_tokens(self, text: str) -> list[int]:
         return [ord(c) % 1000 for c in text]
 
+    def prompt_text(self, tokens: list[int]) -> str:
+        return "".join(f"<{t}>" for t in tokens)
+
+    def eog_tokens(self) -> list[int]:
+        return [2]
+
     def generate(self, prompts: list[list[int]], spec: GenerationSpec, param: str, render_special: bool = False) -> FakeGeneration:
         self.specs.append(spec)
         return FakeGeneration(prompts[0], spec, self.pieces)

@@ -19,6 +19,7 @@ from ..serving.turn import ChatTurn
 from .advice import for_client
 from .common import SSE_DONE, json_object, json_response, parse_model, services, sse_event, sse_response
 from .leases import Streamed
+from .native import completion_object
 from .turns import start_turn
 
 blueprint = Blueprint("chat", __name__)
@@ -72,7 +73,8 @@ def _message(c: ChoiceResult) -> dict[str, Any]:
     return message
 
 
-async def _stream(run: ChatRun, base: dict[str, Any], engine: ChatEngine, req: ChatCompletionRequest) -> AsyncIterator[bytes]:
+async def _stream(run: ChatRun, base: dict[str, Any], engine: ChatEngine, req: ChatCompletionRequest,
+                  verbose: bool) -> AsyncIterator[bytes]:
     top_n = req.top_logprobs or 0
 
     def chunk(index: int, delta: dict[str, Any], finish: str | None = None, lp: Any = None) -> bytes:
@@ -98,6 +100,8 @@ async def _stream(run: ChatRun, base: dict[str, Any], engine: ChatEngine, req: C
             elif isinstance(ev, Done):
                 left -= 1
                 body = base | {"choices": [{"index": ev.index, "delta": {}, "logprobs": None, "finish_reason": ev.reason}]}
+                if verbose and ev.index == 0:
+                    body["__verbose"] = verbose_object(run, "", ev, stream=True)
                 if left == 0:
                     timings = ev.timings
                     if not usage:  # the timings ride on the last chunk
@@ -117,18 +121,32 @@ async def chat_completions() -> Response:
     req = parse_model(ChatCompletionRequest, await json_object())
     run, headers = await start_turn(s, chat_turn(req), req.model)
     engine = run.engine
+    verbose = req.verbose if req.verbose is not None else s.settings.verbose
     base = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": int(time.time()),
             "model": run.model_id, "system_fingerprint": FINGERPRINT}
     if req.stream:
-        return sse_response(Streamed(_stream(run, base, engine, req), run.close), headers=headers)
+        return sse_response(Streamed(_stream(run, base, engine, req, verbose), run.close), headers=headers)
     try:
         results = await run.collect()
         choices = [{"index": c.index, "message": _message(c),
                     "logprobs": chat_logprobs(engine, c.logprobs, req.top_logprobs or 0) if req.logprobs else None,
                     "finish_reason": c.reason} for c in results]
+        extra = {"__verbose": verbose_object(run, results[0].content, results[0].done)} if verbose and results else {}
     finally:
-        run.close()
+        run.close()  # the model may go once this returns: its tokens are read before
     done = [c.done for c in results if c.done is not None]
     body = base | {"object": "chat.completion", "choices": choices, "usage": usage_object(run.usage()),
-                   "timings": done[-1].timings if done else {}}
+                   "timings": done[-1].timings if done else {}} | extra
     return json_response(body, headers=headers)
+
+
+def verbose_object(run: ChatRun, content: str, done: Done | None, stream: bool = False) -> dict[str, Any]:
+    """llama-server's `__verbose` (with -v, or `verbose: true`): the native completion object of
+    the first choice, with the prompt as the model read it (special tokens shown)."""
+    engine, prompt = run.engine, run.gen.prompts[0]
+    settings = run.spec.settings(engine.eog_tokens(), stream=stream) if run.spec is not None else {}
+    return completion_object(
+        content=content, model=run.model_id, prompt=engine.prompt_text(prompt), n_prompt=len(prompt),
+        reason=done.reason if done else None, stop_word=done.stop_word if done else None,
+        n_predicted=done.completion_tokens if done else 0, timings=done.timings if done else {}, settings=settings,
+        truncated=done.truncated if done else False)

@@ -1,36 +1,32 @@
-"""llama-server's native completion shape: POST /completion (a prompt as text, tokens, or both
-mixed) and POST /infill (fill-in-the-middle for code models, with the model's own FIM tokens).
+"""llama-server's native completion shape: POST /completion (see protocol/native.py for the forms
+a prompt takes) and POST /infill (fill-in-the-middle for code models, with the model's own FIM
+tokens). Both answer llama-server's completion object (http/native.py): one per prompt and
+choice (a list when there are several), or its stream of partial results.
 
 The infill prompt is built as llama-server builds it: [BOS] then each `input_extra` chunk (behind the
 file-separator token with its file name, when the model has one), then
-FIM_PRE prefix FIM_SUF suffix FIM_MID prompt. The reply is llama-server's completion shape.
+FIM_PRE prefix FIM_SUF suffix FIM_MID prompt.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pydantic import Field
 from quart import Blueprint, Response
 
 from ..errors import BadRequest, ChimeraError, Unsupported
 from ..llm.engine import Engine
-from ..llm.generation import Generation
+from ..llm.generation import Generation, GenerationSpec
 from ..llm.sequence import Delta, Finished
-from ..protocol.params import GenerationFields
+from ..protocol.native import InfillRequest, NativeCompletionRequest, NativeFields, NativePrompt, native_prompts
 from .advice import for_client
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
 from .leases import Streamed, lease
+from .native import completion_object, pick_fields, token_probs
 
 blueprint = Blueprint("infill", __name__)
-
-
-class InfillRequest(GenerationFields):
-    input_prefix: str = ""
-    input_suffix: str = ""
-    input_extra: list[Any] = Field(default_factory=list)
-    prompt: str = ""
+__all__ = ["InfillRequest", "NativeCompletionRequest", "blueprint"]
 
 
 def fim_prompt(engine: Engine, req: InfillRequest) -> list[int]:
@@ -55,48 +51,21 @@ def fim_prompt(engine: Engine, req: InfillRequest) -> list[int]:
     return toks
 
 
-def _stop_type(f: Finished | None) -> str:
-    if f is None or f.reason == "stop":
-        return "word" if f is not None and f.stop_word else "eos"
-    return "limit"
-
-
-async def _stream(gen: Generation) -> AsyncIterator[bytes]:
-    try:
-        async for ev in gen.events():
-            if isinstance(ev, Delta):
-                if ev.text:
-                    yield sse_event({"content": ev.text, "stop": False})
-            else:
-                yield sse_event({"content": "", "stop": True, "stop_type": _stop_type(ev),
-                                 "tokens_predicted": ev.usage["completion_tokens"],
-                                 "tokens_evaluated": ev.usage["prompt_tokens"], "timings": ev.timings})
-    except ChimeraError as e:
-        yield sse_event(for_client(e).to_openai())
-    finally:
-        gen.cancel()
-
-
-class NativeCompletionRequest(GenerationFields):
-    prompt: str | list[str | int] = ""
-
-
-def native_prompt(engine: Engine, prompt: str | list[str | int]) -> list[int]:
-    """llama-server's prompt forms: text, token ids, or a list mixing both (BOS first when the
-    model adds one)."""
-    m = engine.model
-    parts: list[str | int] = [prompt] if isinstance(prompt, str) else list(prompt)
-    toks: list[int] = [int(engine.ll.llama_vocab_bos(m.vocab))] if m.add_bos else []
-    for i, part in enumerate(parts):
+def prompt_tokens(engine: Engine, p: NativePrompt) -> list[int]:
+    """A prompt's ids as llama-server makes them: text with its special tokens parsed, BOS (and
+    whatever else the model adds) only when the prompt starts with text; ids as given."""
+    if all(isinstance(x, str) and not x for x in p.parts):
+        raise BadRequest("the prompt is empty", param=p.param)
+    toks: list[int] = []
+    for i, part in enumerate(p.parts):
         if isinstance(part, str):
-            toks += m.tokenize(part, add_special=False, parse_special=True)
-        elif isinstance(part, int) and not isinstance(part, bool) and 0 <= part < engine.n_vocab:
-            toks.append(part)
+            toks += engine.model.tokenize(part, add_special=i == 0, parse_special=True)
         else:
-            raise BadRequest(f"prompt[{i}] must be text or a token id of this model", param=f"prompt.{i}")
-    if len(toks) <= (1 if m.add_bos else 0):
-        raise BadRequest("the prompt is empty", param="prompt")
+            toks.append(part)
     return toks
+
+
+Start = Callable[[Engine, GenerationSpec], Awaitable[tuple[Generation, list[str]]]]
 
 
 @blueprint.post("/completion")
@@ -104,37 +73,94 @@ def native_prompt(engine: Engine, prompt: str | list[str | int]) -> list[int]:
 async def completion() -> Response:
     s = services()
     req = parse_model(NativeCompletionRequest, await json_object())
-    return await _native(s, req, lambda engine: native_prompt(engine, req.prompt), "prompt")
+    prompts = native_prompts(req.prompt)
+
+    async def start(engine: Engine, spec: GenerationSpec) -> tuple[Generation, list[str]]:
+        with_media = [p for p in prompts if p.media is not None]
+        if with_media:
+            p = with_media[0]
+            if len(prompts) > 1:
+                raise BadRequest("a prompt with multimodal_data must be the request's only prompt", param=p.param)
+            if not engine.projector:
+                raise BadRequest("this server has no multimodal projector loaded, so it cannot read multimodal_data "
+                                 "(start it with --mmproj PATH)", param=f"{p.param}.multimodal_data")
+            return await engine.generate_with_media(p.text, p.media or [], spec), [p.text]
+        tokens = [prompt_tokens(engine, p) for p in prompts]
+        gen = engine.generate(tokens, spec, "prompt")  # checks the ids before they are shown
+        return gen, [engine.prompt_text(t) for t in tokens]
+
+    return await _native(s, req, start)
 
 
 @blueprint.post("/infill")
 async def infill() -> Response:
     s = services()
     req = parse_model(InfillRequest, await json_object())
-    return await _native(s, req, lambda engine: fim_prompt(engine, req), "input_prefix")
+
+    async def start(engine: Engine, spec: GenerationSpec) -> tuple[Generation, list[str]]:
+        tokens = fim_prompt(engine, req)
+        return engine.generate([tokens], spec, "input_prefix"), [engine.prompt_text(tokens)]
+
+    return await _native(s, req, start)
 
 
-async def _native(s: Any, req: GenerationFields, build: Callable[[Engine], list[int]], param: str) -> Response:
+class _Encoder:
+    """One request's results in llama-server's shapes."""
+
+    def __init__(self, engine: Engine, model_id: str, gen: Generation, shown: list[str], spec: GenerationSpec,
+                 req: NativeFields) -> None:
+        self.engine, self.model_id, self.gen, self.shown, self.spec, self.req = engine, model_id, gen, shown, spec, req
+        self.settings = spec.settings(engine.eog_tokens(), stream=req.stream)
+
+    def final(self, index: int, content: str, f: Finished | None, probs: list[Any]) -> dict[str, Any]:
+        k = index // self.spec.n
+        body = completion_object(
+            index=index, content=content, model=self.model_id, prompt=self.shown[k], n_prompt=len(self.gen.prompts[k]),
+            reason=f.reason if f else None, stop_word=f.stop_word if f else None,
+            n_predicted=f.usage["completion_tokens"] if f else 0, timings=f.timings if f else {}, settings=self.settings,
+            tokens=f.tokens if f and self.req.return_tokens and not self.req.stream else None,
+            truncated=f.truncated if f else False, slot=f.slot if f else -1)
+        if self.spec.n_probs and not self.req.stream:
+            body["completion_probabilities"] = token_probs(self.engine, probs, self.spec.post_sampling_probs)
+        return pick_fields(body, self.req.response_fields) if self.req.response_fields else body
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        predicted: dict[int, int] = {}
+        try:
+            async for ev in self.gen.events():
+                if isinstance(ev, Delta):
+                    predicted[ev.index] = predicted.get(ev.index, 0) + len(ev.tokens)
+                    if not (ev.text or ev.logprobs):
+                        continue
+                    body: dict[str, Any] = {
+                        "index": ev.index, "content": ev.text, "tokens": ev.tokens, "stop": False,
+                        "tokens_predicted": predicted[ev.index],
+                        "tokens_evaluated": len(self.gen.prompts[ev.index // self.spec.n])}
+                    if self.spec.n_probs and ev.logprobs:
+                        body["completion_probabilities"] = token_probs(self.engine, ev.logprobs, self.spec.post_sampling_probs)
+                    yield sse_event(body)
+                else:
+                    yield sse_event(self.final(ev.index, "", ev, []))
+        except ChimeraError as e:
+            yield sse_event(for_client(e).to_openai())
+        finally:
+            self.gen.cancel()
+
+
+async def _native(s: Any, req: NativeFields, start: Start) -> Response:
     held = await lease(s, req.model)
+    streaming = False
     try:
         engine = held.engine
-        tokens = build(engine)
-        gen = engine.generate([tokens], req.spec(engine.n_vocab, defaults=engine.defaults, tokenize=engine.text_tokens), param)
+        spec = req.spec(engine.n_vocab, req.n_probs or 0, engine.defaults, engine.text_tokens)
+        gen, shown = await start(engine, spec)
+        enc = _Encoder(engine, held.model_id, gen, shown, spec, req)
         if req.stream:
-            return sse_response(Streamed(_stream(gen), held.release))
+            streaming = True  # the stream releases the model when it ends
+            return sse_response(Streamed(enc.stream(), held.release))
         choices = await gen.collect()
-        prompt_text = engine.model.detokenize(tokens, special=True)
-    except BaseException:
-        held.release()
-        raise
-    held.release()
-    c = choices[0]
-    f = c.finished
-    return json_response({
-        "content": "".join(c.text), "model": held.model_id, "stop": True, "stop_type": _stop_type(f),
-        "stopping_word": f.stop_word if f else None,
-        "prompt": prompt_text,
-        "tokens_predicted": f.usage["completion_tokens"] if f else 0, "tokens_evaluated": len(tokens),
-        "tokens_cached": f.usage["prompt_tokens_details"]["cached_tokens"] if f else 0,
-        "timings": f.timings if f else {},
-    })
+        out = [enc.final(c.index, "".join(c.text), c.finished, c.logprobs) for c in choices]
+    finally:
+        if not streaming:
+            held.release()  # the model may go once this returns: its tokens are read before
+    return json_response(out[0] if len(out) == 1 else out)

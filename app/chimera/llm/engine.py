@@ -34,7 +34,7 @@ import trio
 from ..config import Settings
 from ..errors import BadRequest, ChimeraError, ContextLengthExceeded, ContextTooSmall, NotEnabled, Overloaded, UnknownAdapter, Unsupported
 from ..metrics import ModelMetrics
-from .chat import ChatTemplate
+from .chat import MEDIA_MARKER, ChatTemplate
 from .context import ContextPlan, memory_for_cache, plan_for
 from .doorbell import Doorbell
 from .generation import Generation, GenerationSpec, generation_defaults
@@ -242,6 +242,16 @@ class Engine:
     def token_bytes(self, token: int) -> bytes:
         return bytes(self.model.piece(token))
 
+    def prompt_text(self, tokens: list[int]) -> str:
+        """A prompt's tokens as text, special tokens shown and each media chunk as its marker."""
+        out: list[bytes] = []
+        for i, t in enumerate(tokens):
+            if t >= 0:
+                out.append(self.model.piece(t, True))
+            elif i == 0 or tokens[i - 1] != t:
+                out.append(MEDIA_MARKER.encode())
+        return b"".join(out).decode("utf-8", "replace")
+
     def generate(self, prompts: list[list[int]], spec: GenerationSpec, param: str, render_special: bool = False) -> Generation:
         """Queue the request's sequences; their events arrive on the returned Generation."""
         return Generation(self, prompts, spec, param, render_special=render_special)
@@ -258,12 +268,13 @@ class Engine:
             raise
 
     # -- the trio side ----------------------------------------------------------------------
-    def check_fits(self, n_prompt: int, max_tokens: int, param: str) -> None:
+    def check_fits(self, n_prompt: int, param: str) -> None:
+        """A prompt must leave room for a token in its slot; max_tokens is only an upper bound, as in
+        llama-server: a generation that reaches the context's end stops there (`length`)."""
         if n_prompt == 0:
             raise BadRequest("the prompt is empty", param=param)
-        need = n_prompt + (0 if self.context_shift else max(0, max_tokens))
-        if n_prompt >= self.n_ctx_slot or need > self.n_ctx_slot:
-            raise ContextTooSmall(n_prompt, max(0, max_tokens), self.n_ctx_slot, param=param, split=not self.plan.unified)
+        if n_prompt >= self.n_ctx_slot:
+            raise ContextTooSmall(n_prompt, self.n_ctx_slot, param=param, split=not self.plan.unified)
 
     def submit(self, seqs: list[Sequence]) -> None:
         """Queue one request's sequences (admitted in order). Raises before queueing anything."""
@@ -621,6 +632,10 @@ class Engine:
                 if len(free) < self.n_slots:
                     return
                 self._apply_lora(seq.lora_key)
+            if seq.id_slot >= 0:  # the request named its slot (llama-server's id_slot): it waits for that one
+                if self.slots[seq.id_slot].seq is not None:
+                    return
+                free = [self.slots[seq.id_slot]]
             self.waiting.popleft()
             # KV made under other adapters is stale; without cache_prompt nothing is reused
             usable = [s for s in free if s.lora_key == seq.lora_key] if seq.cache_prompt else []
@@ -672,7 +687,8 @@ class Engine:
         self._hold_admission = False
         self._release_chain(seq)
         self.metrics.finished(reason).inc()
-        self._outbox.append((seq, Finished(seq.index, reason, seq.usage(), seq.timings(), error, seq.stop_word)))
+        self._outbox.append((seq, Finished(seq.index, reason, seq.usage(), seq.timings(), error, seq.stop_word,
+                                           seq.truncated, list(seq.generated), slot.id)))
 
     def _release_chain(self, seq: Sequence) -> None:
         if seq.chain is not None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..errors import ChimeraError
+from ..errors import BadRequest, ChimeraError
 from .sampling import SamplingParams
 from .sequence import Delta, Finished, Sequence, TokenLogprobs
 
@@ -39,9 +39,39 @@ class GenerationSpec:
     stops: list[str] = field(default_factory=list)
     n: int = 1  # choices per prompt
     n_probs: int = 0  # log-probabilities of this many alternatives per token
+    post_sampling_probs: bool = False  # n_probs over what the sampler chain left, not the raw logits
     cache_prompt: bool = True
+    id_slot: int = -1  # run in this slot, waiting for it if busy (-1: the best free one)
     lora: list[tuple[int, float]] = field(default_factory=list)  # (adapter id, scale) for this request
     draft: dict[str, Any] = field(default_factory=dict)  # speculative decoding: n_max, n_min, p_min over the server's
+
+    def settings(self, eog: list[int], stream: bool = False, timings_per_token: bool = False) -> dict[str, Any]:
+        """The request's settings in llama-server's names (its `generation_settings`): sampling,
+        limits, stops and constraint; `ignore_eos` shows as a -inf (null) bias on every EOG token."""
+        p = self.sampling
+        bias = dict(p.logit_bias) | ({t: -math.inf for t in eog} if p.ignore_eos else {})
+        return {
+            "seed": p.seed if p.seed is not None and p.seed >= 0 else DEFAULT_SEED,
+            "temperature": p.temperature, "dynatemp_range": 0.0, "dynatemp_exponent": 1.0,
+            "top_k": p.top_k, "top_p": p.top_p, "min_p": p.min_p, "top_n_sigma": p.top_n_sigma,
+            "xtc_probability": p.xtc_probability, "xtc_threshold": p.xtc_threshold, "typical_p": p.typical_p,
+            "repeat_last_n": p.repeat_last_n, "repeat_penalty": p.repeat_penalty,
+            "presence_penalty": p.presence_penalty, "frequency_penalty": p.frequency_penalty,
+            "dry_multiplier": p.dry_multiplier, "dry_base": p.dry_base, "dry_allowed_length": p.dry_allowed_length,
+            "dry_penalty_last_n": p.dry_penalty_last_n, "dry_sequence_breakers": list(p.dry_sequence_breakers),
+            "mirostat": 0, "mirostat_tau": 5.0, "mirostat_eta": 0.1,
+            "stop": list(self.stops), "max_tokens": self.max_tokens, "n_predict": self.max_tokens,
+            "ignore_eos": p.ignore_eos, "stream": stream,
+            "logit_bias": [{"bias": b if math.isfinite(b) else None, "token": t} for t, b in bias.items()],
+            "n_probs": self.n_probs, "min_keep": 0, "grammar": p.grammar or "",
+            "samplers": list(SAMPLERS), "timings_per_token": timings_per_token,
+            "post_sampling_probs": self.post_sampling_probs, "cache_prompt": self.cache_prompt,
+            "lora": [{"id": i, "scale": sc} for i, sc in self.lora],
+        }
+
+
+DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's LLAMA_DEFAULT_SEED: a random seed per request
+SAMPLERS = ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature")  # the chain's order
 
 
 @dataclass
@@ -60,7 +90,7 @@ def generation_defaults(settings: Settings) -> GenerationDefaults:
     """The defaults of llama-server's sampling flags, -n and the default constraint."""
     import json
 
-    from ..errors import BadRequest, ConfigError
+    from ..errors import ConfigError
     from .sampling import DEFAULT_DRY_BREAKERS, SERVER_DEFAULTS
     from .schema import schema_to_grammar
 
@@ -110,7 +140,10 @@ class Generation:
         for p in prompts:
             if media is None:
                 engine.model.check_tokens(p, param)
-            engine.check_fits(len(p), limit, param)
+            engine.check_fits(len(p), param)
+        if spec.id_slot >= engine.n_slots:
+            raise BadRequest(f"id_slot {spec.id_slot} does not exist: this server has slots 0..{engine.n_slots - 1}",
+                             param="id_slot")
         lora_key = engine.lora_key(spec.lora)
         draft = None
         if engine.drafter is not None:
@@ -122,7 +155,8 @@ class Generation:
                 for j in range(spec.n):
                     self.seqs.append(Sequence(
                         prompt=p, params=copy.copy(spec.sampling), max_tokens=limit,
-                        stops=list(spec.stops), n_probs=spec.n_probs, cache_prompt=spec.cache_prompt,
+                        stops=list(spec.stops), n_probs=spec.n_probs, post_sampling=spec.post_sampling_probs,
+                        cache_prompt=spec.cache_prompt, id_slot=spec.id_slot,
                         index=i * spec.n + j, send=send.clone(), render_special=render_special, lora_key=lora_key,
                         media=media.media if media is not None else {}, draft=draft,
                     ))

@@ -50,6 +50,9 @@ class Finished:
     timings: dict[str, Any]
     error: Exception | None = None
     stop_word: str | None = None  # the stop string that ended generation, if one did
+    truncated: bool = False  # the context ran out (the generation ended there, or was shifted)
+    tokens: list[int] = field(default_factory=list)  # every generated token
+    slot: int = -1  # the slot it ran in
 
 
 _ids = itertools.count()
@@ -62,9 +65,11 @@ class Sequence:
     max_tokens: int  # -1: until the context is full
     stops: list[str] = field(default_factory=list)
     n_probs: int = 0
+    post_sampling: bool = False  # n_probs after the sampler chain (llama-server's post_sampling_probs)
     cache_prompt: bool = True
     render_special: bool = False  # special tokens as text (<tool_call>, <think>, <|channel|> ...)
     lora_key: tuple[float, ...] = ()  # LoRA adapter scales this sequence runs with
+    id_slot: int = -1  # the slot it must run in (-1: the best free one)
     media: dict[int, Any] = field(default_factory=dict)  # prompt index → MediaChunk (mtmd)
     index: int = 0  # the choice number within its request
     send: Any = None  # a clone of the request's channel; the engine closes it when done
@@ -83,6 +88,7 @@ class Sequence:
     n_drafted: int = 0
     n_accepted: int = 0
     finish_reason: str | None = None
+    truncated: bool = False  # the context ran out: shifted, or ended at its end
     cancelled: bool = False
     t_submit: float = field(default_factory=time.perf_counter)
     t_admit: float = 0.0

@@ -73,7 +73,12 @@ def restore(engine: Engine, slot_id: int, path: Path) -> dict[str, Any]:
     if read == 0:
         engine.stepper.seq_rm(engine.stepper.mem, slot.id, -1, -1)
         raise BadRequest(f"{path.name!r} is not a slot file for this model and slot size", param="filename")
-    slot.cache.extend(tokens[: count.value])
+    restored = tokens[: count.value]
+    if engine.stepper.mtmd is None and any(t < 0 for t in restored):  # media chunks' placeholder ids
+        engine.stepper.seq_rm(engine.stepper.mem, slot.id, -1, -1)
+        raise BadRequest(f"{path.name!r} holds media (images or audio): Cannot restore media tokens without an mmproj "
+                         "(start the server with --mmproj PATH)", param="filename")
+    slot.cache.extend(restored)
     return {"id_slot": slot_id, "filename": path.name, "n_restored": count.value, "n_read": read,
             "timings": {"restore_ms": round((time.perf_counter() - t0) * 1000, 3)}}
 

@@ -18,6 +18,8 @@ from ..metrics import ModelMetrics
 from .model import Model
 from .sequence import Delta, Sequence, TokenLogprobs
 
+CANDIDATE = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data
+
 
 class Slot:
     def __init__(self, slot_id: int) -> None:
@@ -44,6 +46,7 @@ class Stepper:
         self._logits_ith = hold.llama_get_logits_ith
         self.seq_rm = hold.llama_memory_seq_rm
         self.eog = frozenset(t for t in range(model.n_vocab) if model.is_eog(t))
+        self._cands: Any = None  # llama_token_data for every token, for post-sampling probabilities
         self.batch = self.ll.llama_batch_init(max(n_batch, n_slots), 0, 1)
         self._b = self.batch  # fields resolved once: the hot loop writes through these
         self._tok, self._pos, self._nseq = self.batch.token, self.batch.pos, self.batch.n_seq_id
@@ -82,6 +85,7 @@ class Stepper:
         self.seq_rm(self.mem, slot.id, keep, keep + discard)
         self.ll.llama_memory_seq_add(self.mem, slot.id, keep + discard, n_past, -discard)
         del slot.cache[keep : keep + discard]
+        seq.truncated = True
         self.metrics.context_shifts.inc()
 
     def reuse_chunks(self, slot: Slot, prompt: list[int], n_past: int, min_chunk: int) -> int:
@@ -227,11 +231,15 @@ class Stepper:
         """Sample batch row idx for the sequence (n_cache: its cells with this row's token)."""
         model = self.model
         lp = None
-        if seq.n_probs > 0:
-            raw = np.ctypeslib.as_array(self._logits_ith(self.ctx, idx), shape=(model.n_vocab,))
-            top_raw = raw.max()
-            lp = raw - (top_raw + math.log(float(np.exp(raw - top_raw).sum())))
-        tok = int(self._sample(seq.chain, self.ctx, idx))
+        entry: TokenLogprobs | None = None
+        if seq.n_probs > 0 and seq.post_sampling:
+            tok, entry = self._sample_kept(seq, idx)
+        else:
+            if seq.n_probs > 0:
+                raw = np.ctypeslib.as_array(self._logits_ith(self.ctx, idx), shape=(model.n_vocab,))
+                top_raw = raw.max()
+                lp = raw - (top_raw + math.log(float(np.exp(raw - top_raw).sum())))
+            tok = int(self._sample(seq.chain, self.ctx, idx))
         if not seq.generated:
             seq.t_first = now
         seq.generated.append(tok)
@@ -244,11 +252,12 @@ class Stepper:
             text, hit = seq.push_piece(model.piece(tok, seq.render_special))
             if hit:
                 finish = "stop"
-            elif (seq.max_tokens >= 0 and len(seq.generated) >= seq.max_tokens) or (
-                    n_cache + 1 >= self.n_ctx_slot and not self.context_shift):
+            elif n_cache + 1 >= self.n_ctx_slot and not self.context_shift:  # the context is full
+                finish, seq.truncated = "length", True
+                text += seq.flush()
+            elif seq.max_tokens >= 0 and len(seq.generated) >= seq.max_tokens:
                 finish = "length"
                 text += seq.flush()
-        entry: TokenLogprobs | None = None
         if lp is not None:
             k = min(seq.n_probs, model.n_vocab - 1)
             top = np.argpartition(-lp, k)[:k]
@@ -256,6 +265,37 @@ class Stepper:
             entry = {"id": tok, "logprob": float(lp[tok]), "bytes": list(model.piece(tok)),
                      "top": [(int(t), float(lp[t])) for t in top]}
         return tok, text, entry, finish
+
+    def _sample_kept(self, seq: Sequence, idx: int) -> tuple[int, TokenLogprobs]:
+        """Sample batch row idx as llama_sampler_sample does (the chain applied to every token's
+        logit, then the choice accepted), and report the probabilities over the candidates the
+        chain kept (llama-server's post_sampling_probs), as log-probabilities: the best n_probs
+        with a probability above 0; greedy keeps only the chosen token (probability 1)."""
+        ll, n = self.ll, self.model.n_vocab
+        if self._cands is None:
+            self._cands = np.zeros(n, dtype=CANDIDATE)
+        cands = self._cands  # the chain sorts and cuts it in place: every field is written again
+        cands["id"] = np.arange(n, dtype=np.int32)
+        cands["logit"] = np.ctypeslib.as_array(self._logits_ith(self.ctx, idx), shape=(n,))
+        cands["p"] = 0.0
+        arr = ll.llama_token_data_array(cands.ctypes.data_as(ctypes.POINTER(ll.llama_token_data)), n, -1, False)
+        ll.llama_sampler_apply(seq.chain, ctypes.byref(arr))
+        size, chosen = int(arr.size), int(arr.selected)
+        if not 0 <= chosen < size:
+            raise ChimeraError("the sampler chain selected no token")
+        addr = ctypes.cast(arr.data, ctypes.c_void_p).value or 0  # a sampler may have moved the data
+        kept = np.frombuffer(memoryview((ctypes.c_char * (size * CANDIDATE.itemsize)).from_address(addr)), dtype=CANDIDATE).copy()
+        tok = int(kept["id"][chosen])
+        ll.llama_sampler_accept(seq.chain, tok)
+        if seq.params.temperature <= 0.0:
+            return tok, {"id": tok, "logprob": 0.0, "bytes": list(self.model.piece(tok)), "top": [(tok, 0.0)]}
+        logits = kept["logit"].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e = np.exp(logits - logits.max())
+            logp = np.log(e / e.sum())
+        order = np.argsort(-logp, kind="stable")[: seq.n_probs]
+        top = [(int(kept["id"][i]), float(logp[i])) for i in order if np.isfinite(logp[i])]
+        return tok, {"id": tok, "logprob": float(logp[chosen]), "bytes": list(self.model.piece(tok)), "top": top}
 
     def embed(self, inputs: list[list[int]], n_seq_max: int, raw_first: bool = False, per_token: bool = False) -> list[Any]:
         """Embed token lists, as many per decode as the batch and sequence ids allow. With

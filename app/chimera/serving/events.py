@@ -72,6 +72,7 @@ class Done:
     completion_tokens: int
     cached_tokens: int
     timings: dict[str, Any]
+    truncated: bool = False  # the context ran out (ended at its end, or shifted)
 
 
 Event = Reasoning | Content | Calls | Done

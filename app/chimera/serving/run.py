@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from ..errors import BadRequest, ContextLengthExceeded
+from ..llm.generation import GenerationSpec
 from ..llm.media import MediaSources
 from ..llm.reasoning import split_with
 from ..llm.sequence import Delta, TokenLogprobs
@@ -76,6 +77,7 @@ class ChatRun:
         self.model_id = model_id
         self._on_end = on_end  # called once, when the run has ended (its model's lease)
         self.engine: Any = None  # the engine it runs on (for the encoders' token texts)
+        self.spec: GenerationSpec | None = None  # what it asked of the engine
         self.load_seconds = 0.0  # how long the request waited for its model to load
         self._done: list[Done] = []
         self._saved = False
@@ -92,7 +94,7 @@ class ChatRun:
             if turn.ctx_limit is not None:
                 spec.max_tokens = _within(turn.ctx_limit, len(prompt), spec.max_tokens)
             run = cls(engine.generate([prompt], spec, "messages", render_special), prepared, saver, model_id, on_end)
-            run.engine = engine
+            run.engine, run.spec = engine, spec
             return run
         for kind, _, param in prepared.media:
             if (kind == "image" and not engine.vision) or (kind == "audio" and not engine.audio):
@@ -103,7 +105,7 @@ class ChatRun:
             blobs.append(fetch() if media.is_instant(src) else await trio.to_thread.run_sync(fetch, abandon_on_cancel=True))
         run = cls(await engine.generate_with_media(prepared.text, blobs, spec, render_special), prepared, saver, model_id,
                   on_end)
-        run.engine = engine
+        run.engine, run.spec = engine, spec
         return run
 
     @property
@@ -158,7 +160,7 @@ class ChatRun:
                     yield Calls(i, calls)
                 reason: FinishReason = "tool_calls" if calls else ev.reason  # type: ignore[assignment]
                 done = Done(i, reason, ev.stop_word, ev.usage["completion_tokens"],
-                            ev.usage["prompt_tokens_details"]["cached_tokens"], ev.timings)
+                            ev.usage["prompt_tokens_details"]["cached_tokens"], ev.timings, ev.truncated)
                 self._done.append(done)
                 if i == 0:
                     transcript.done = done
@@ -203,7 +205,7 @@ class ChatRun:
             if f is not None:
                 reason: FinishReason = "tool_calls" if calls else f.reason  # type: ignore[assignment]
                 done = Done(c.index, reason, f.stop_word, f.usage["completion_tokens"],
-                            f.usage["prompt_tokens_details"]["cached_tokens"], f.timings)
+                            f.usage["prompt_tokens_details"]["cached_tokens"], f.timings, f.truncated)
                 self._done.append(done)
             results.append(ChoiceResult(c.index, text, thought, calls, _logprobs(c.logprobs), done))
         if results:
