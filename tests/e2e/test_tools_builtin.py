@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from conftest import REPO, Server, module_server, shared_model
@@ -285,6 +286,26 @@ def test_exec_shell_command_streams(server: Server) -> None:
     chunks = [e["chunk"] for e in events[:-1]]
     assert len(chunks) >= 3  # "one" arrived before "two" was printed
     assert "".join(chunks) == "one\ntwo\n\n[exit code: 0]"
+
+
+def test_a_client_that_goes_away_ends_its_command(server: Server) -> None:
+    def sleepers() -> list[psutil.Process]:
+        return [p for p in psutil.Process(server.proc.pid).children(recursive=True) if "sleep" in p.name()]
+
+    with httpx.stream("POST", server.base + "/tools", json={"tool": "exec_shell_command", "stream": True,
+                                                           "params": {"command": "echo started; sleep 41"}}, timeout=30) as r:
+        lines = r.iter_lines()  # held: a dropped iterator closes the response
+        assert next(lines) == 'data: {"chunk":"started\\n"}'
+        deadline = time.monotonic() + 10
+        while not sleepers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sleepers()
+    with pytest.raises(httpx.ReadTimeout):  # and without streaming
+        httpx.post(server.base + "/tools", json={"tool": "exec_shell_command", "params": {"command": "sleep 42"}}, timeout=1)
+    deadline = time.monotonic() + 5  # well before the command's own 10 s timeout
+    while sleepers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not sleepers()
 
 
 # --- malformed requests ---------------------------------------------------------------------------
