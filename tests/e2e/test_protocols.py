@@ -145,6 +145,32 @@ def test_count_tokens(claude: anthropic.Anthropic) -> None:
     assert with_system.input_tokens > counted.input_tokens
 
 
+def test_input_token_routes_count_what_generation_reads(server: Server, claude: anthropic.Anthropic) -> None:
+    """llama-server's token counts: POST /v1/chat/completions/input_tokens (and without /v1),
+    /v1/responses/input_tokens (and /responses/...), Anthropic's count_tokens without a model."""
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How many tokens is this?"}]
+    client, http = server.client(), server.http()
+    chat = client.chat.completions.create(model="m", messages=msgs, max_tokens=1)  # type: ignore[arg-type]
+    for path in ("/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"):
+        r = http.post(path, json={"messages": msgs})
+        assert r.status_code == 200 and r.json() == {"object": "response.input_tokens", "input_tokens": chat.usage.prompt_tokens}
+    resp = client.responses.create(model="m", input="How many tokens is this?", instructions="Be brief.", max_output_tokens=1)
+    for path in ("/v1/responses/input_tokens", "/responses/input_tokens"):
+        r = http.post(path, json={"input": "How many tokens is this?", "instructions": "Be brief."})
+        assert r.status_code == 200 and r.json()["input_tokens"] == resp.usage.input_tokens  # type: ignore[union-attr]
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    with_tools = http.post("/v1/chat/completions/input_tokens", json={"messages": msgs, "tools": tools}).json()
+    assert with_tools["input_tokens"] > chat.usage.prompt_tokens
+    anon = http.post("/v1/messages/count_tokens", json={"messages": [{"role": "user", "content": "Hi"}]})
+    assert anon.status_code == 200 and anon.json()["input_tokens"] > 0
+    for path, body, param in (("/v1/chat/completions/input_tokens", {}, "messages"),
+                              ("/v1/chat/completions/input_tokens", {"messages": "hi"}, "messages"),
+                              ("/v1/responses/input_tokens", {"input": 5}, "input"),
+                              ("/v1/responses/input_tokens", {"input": "x", "previous_response_id": "resp_nope"}, None)):
+        r = http.post(path, json=body)
+        assert r.status_code in (400, 404) and (param is None or r.json()["error"]["param"] == param), (path, r.text)
+
+
 def test_cached_prompt_tokens_are_counted_once(claude: anthropic.Anthropic) -> None:
     """input_tokens + cache_read_input_tokens is the prompt, as Anthropic counts it."""
     msgs = [{"role": "user", "content": "A question asked twice, word for word, to hit the prompt cache."}]

@@ -18,7 +18,8 @@ def server(smollm: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     # a thinking template: the generation prompt is plain, the reply may start with <think>
     tpl = tmp_path_factory.mktemp("tpl") / "think.jinja"
     tpl.write_text(
-        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+        "{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n"
         "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
         "{# <think> blocks are reasoning #}"
@@ -86,6 +87,17 @@ def test_anthropic_thinking_blocks(server: Server) -> None:
         final = stream.get_final_message()
     assert [b.type for b in final.content][:2] == ["thinking", "text"]
     assert final.content[0].thinking == msg.content[0].thinking
+    # thinking blocks of earlier turns reach the template as reasoning_content (and count), as llama-server
+    thought = {"type": "thinking", "thinking": "I should look at the files first.", "signature": "x"}
+    call = {"type": "tool_use", "id": "call_1", "name": "list_files", "input": {"path": "."}}
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "main.py"}]}
+    text = {"type": "text", "text": "Done."}
+    counts = []
+    for blocks in ([call], [thought, call], [text], [thought, text], [{**thought, "type": "redacted_thinking"}, text]):
+        history = [{"role": "user", "content": "Fix the bug"}, {"role": "assistant", "content": blocks}]
+        history.append(result if blocks[-1] is call else {"role": "user", "content": "Thanks"})
+        counts.append(claude.messages.count_tokens(model="m", messages=history).input_tokens)  # type: ignore[arg-type]
+    assert counts[1] > counts[0] + 5 and counts[3] > counts[2] + 5 and counts[4] == counts[2]
 
 
 def test_reasoning_flag(start_server: type[Server], smollm: Path, tmp_path: Path) -> None:

@@ -21,8 +21,8 @@ from ..serving.run import ChatRun
 from ..serving.turn import ChatTurn
 from .advice import for_client
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
-from .leases import Streamed, using
-from .turns import prepare_on, start_turn
+from .leases import Streamed
+from .turns import count_turn_tokens, start_turn
 
 blueprint = Blueprint("anthropic", __name__)
 
@@ -196,10 +196,4 @@ async def count_tokens() -> Response:
     s = services()
     req = parse_model(CountTokensRequest, await json_object())
     turn = messages_turn(req, False, GenerationFields(max_tokens=0))
-    async with using(s, req.model) as engine:
-        prepared = prepare_on(s, engine, turn)
-        if not prepared.media:
-            return json_response({"input_tokens": len(engine.tokenize_prompt(prepared.text))})
-        run = await ChatRun.start(engine, turn, prepared, media=s.media_sources)
-        run.close()  # the media counted as the projector tokenizes them, nothing generated
-        return json_response({"input_tokens": run.prompt_tokens})
+    return json_response({"input_tokens": await count_turn_tokens(s, turn, req.model)})

@@ -20,7 +20,7 @@ from .advice import for_client
 from .common import SSE_DONE, json_object, json_response, parse_model, services, sse_event, sse_response
 from .leases import Streamed
 from .native import completion_object
-from .turns import start_turn
+from .turns import count_turn_tokens, start_turn
 
 blueprint = Blueprint("chat", __name__)
 FINGERPRINT = "chimera"
@@ -150,3 +150,12 @@ def verbose_object(run: ChatRun, content: str, done: Done | None, stream: bool =
         reason=done.reason if done else None, stop_word=done.stop_word if done else None,
         n_predicted=done.completion_tokens if done else 0, timings=done.timings if done else {}, settings=settings,
         truncated=done.truncated if done else False)
+
+
+@blueprint.post("/v1/chat/completions/input_tokens")
+@blueprint.post("/chat/completions/input_tokens")
+async def input_tokens() -> Response:
+    """llama-server's token count of a chat request: the prompt it would render, nothing generated."""
+    s = services()
+    req = parse_model(ChatCompletionRequest, await json_object())
+    return json_response({"object": "response.input_tokens", "input_tokens": await count_turn_tokens(s, chat_turn(req), req.model)})

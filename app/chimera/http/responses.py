@@ -22,7 +22,7 @@ from .chat import chat_turn
 from .common import json_object, json_response, parse_model, services, sse_event, sse_response
 from .file_search import FileSearch, run_file_search
 from .leases import Streamed
-from .turns import start_turn
+from .turns import count_turn_tokens, start_turn
 
 blueprint = Blueprint("responses", __name__)
 
@@ -194,6 +194,18 @@ async def create() -> Response:
     body = turn.body("completed", turn.items(c), run, c.done)
     turn.remember(body, c)
     return json_response(body, headers=headers)
+
+
+@blueprint.post("/v1/responses/input_tokens")
+@blueprint.post("/responses/input_tokens")
+async def input_tokens() -> Response:
+    """The prompt tokens a Responses request would take (with its previous_response_id's
+    conversation; file_search's retrieval is not run), as llama-server counts them."""
+    req = parse_model(ResponsesRequest, await json_object())
+    s = services()
+    turn = Turn(s, req, None)
+    n = await count_turn_tokens(s, chat_turn(req.chat_request(turn.messages)), req.model)
+    return json_response({"object": "response.input_tokens", "input_tokens": n})
 
 
 @blueprint.get("/v1/responses/<rid>")

@@ -11,7 +11,7 @@ from ..services import Services
 from ..serving.run import ChatRun
 from ..serving.turn import ChatTurn, Prepared, prepare
 from .chats import HEADER, chat_id_for_request, persist
-from .leases import lease
+from .leases import lease, using
 
 
 def prepare_on(s: Services, engine: Engine, turn: ChatTurn) -> Prepared:
@@ -38,3 +38,15 @@ async def start_turn(s: Services, turn: ChatTurn, model: str | None,
         raise
     run.load_seconds = held.waited
     return run, ({HEADER: chat_id} if chat_id else {})
+
+
+async def count_turn_tokens(s: Services, turn: ChatTurn, model: str | None) -> int:
+    """The prompt tokens a turn would take on the model it names (its template, tools and media
+    as generation would render them); nothing is generated."""
+    async with using(s, model) as engine:
+        prepared = prepare_on(s, engine, turn)
+        if not prepared.media:
+            return len(engine.tokenize_prompt(prepared.text))
+        run = await ChatRun.start(engine, turn, prepared, media=s.media_sources)
+        run.close()  # the media counted as the projector tokenizes them
+        return run.prompt_tokens

@@ -46,7 +46,7 @@ class MessagesRequest(BaseModel):
 class CountTokensRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
-    model: str
+    model: str | None = None  # as llama-server: the default model when left out
     messages: list[Any]
     system: str | list[Any] | None = None
     tools: list[Any] | None = None
@@ -80,7 +80,7 @@ def _content_of_blocks(blocks: Any, where: str) -> str | list[dict[str, Any]]:
             raise BadRequest(f"{where}[{i}]: document blocks are not supported here (send their text)",
                              param=f"{where}.{i}.type")
         elif b["type"] in ("thinking", "redacted_thinking"):
-            continue  # earlier reasoning is not fed back to the model
+            continue  # an assistant's reasoning goes to reasoning_content (_thinking)
         else:
             raise BadRequest(f"{where}[{i}].type {b['type']!r} is not supported here", param=f"{where}.{i}.type")
     if all(p["type"] == "text" for p in parts):
@@ -112,10 +112,22 @@ def to_chat_messages(system: str | list[Any] | None, messages: list[Any]) -> lis
         if content is None:
             raise BadRequest(f"messages[{i}].content is required", param=f"messages.{i}.content")
         if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result") for b in content):
-            out.extend(_tool_blocks(role, content, i))
-            continue
-        out.append({"role": role, "content": _content_of_blocks(content, f"messages.{i}.content")})
+            converted = _tool_blocks(role, content, i)
+        else:
+            converted = [{"role": role, "content": _content_of_blocks(content, f"messages.{i}.content")}]
+        thought = _thinking(content) if role == "assistant" else ""
+        if thought:  # earlier reasoning, for the templates that show it (as llama-server passes it)
+            converted[0]["reasoning_content"] = thought
+        out.extend(converted)
     return out
+
+
+def _thinking(content: Any) -> str:
+    """The text of an assistant message's thinking blocks (redacted ones have none)."""
+    if not isinstance(content, list):
+        return ""
+    return "\n".join(b["thinking"] for b in content
+                     if isinstance(b, dict) and b.get("type") == "thinking" and isinstance(b.get("thinking"), str))
 
 
 def _tool_blocks(role: str, blocks: list[Any], i: int) -> list[dict[str, Any]]:
@@ -132,7 +144,7 @@ def _tool_blocks(role: str, blocks: list[Any], i: int) -> list[dict[str, Any]]:
             content = b.get("content", "")
             out.append({"role": "tool", "tool_call_id": b.get("tool_use_id"),
                         "content": _text_of_blocks(content, where + ".content") if content else ""})
-        else:
+        elif kind not in ("thinking", "redacted_thinking"):  # reasoning: see _thinking
             texts.append(_text_of_blocks([b], where))
     if role == "assistant":
         return [{"role": "assistant", "content": "\n".join(texts), "tool_calls": calls}]
