@@ -9,10 +9,8 @@ at any depth; one with '/' matches the whole path, anchored at any depth unless 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 
-@lru_cache(maxsize=256)
 def _compile(pattern: str) -> re.Pattern[str]:
     out, i, n = [], 0, len(pattern)
     while i < n:
@@ -57,12 +55,22 @@ def glob_match(pattern: str, path: str) -> bool:
     return _compile(pattern).fullmatch(path) is not None
 
 
+class PathGlob:
+    """A pattern compiled once, matched against many relative paths with the anchoring rules above."""
+
+    def __init__(self, pattern: str) -> None:
+        self.names_only = "/" not in pattern
+        if self.names_only or pattern.startswith("**"):
+            anchored = pattern
+        elif pattern.startswith("/"):
+            anchored = pattern.lstrip("/")  # at the base folder
+        else:
+            anchored = "**/" + pattern
+        self._regex = _compile(anchored)
+
+    def match(self, rel: str) -> bool:
+        return self._regex.fullmatch(rel.rsplit("/", 1)[-1] if self.names_only else rel) is not None
+
+
 def path_match(pattern: str, rel: str) -> bool:
-    """`pattern` against a relative path, with the anchoring rules above."""
-    if "/" not in pattern:
-        return glob_match(pattern, rel.rsplit("/", 1)[-1])
-    if pattern.startswith("/"):
-        return glob_match(pattern.lstrip("/"), rel)  # anchored at the base folder
-    if pattern.startswith("**"):
-        return glob_match(pattern, rel)
-    return glob_match("**/" + pattern, rel)
+    return PathGlob(pattern).match(rel)

@@ -10,7 +10,7 @@ import trio
 
 from .base import Bound, Context, Json, Params, Tool, function
 from .files import lines_of
-from .globs import path_match
+from .globs import PathGlob
 from .io import tool_io
 from .walk import Kind
 
@@ -55,7 +55,8 @@ class FileGlobSearch(Tool):
             listing = await io.listing(base, max_depth, kind)
             if listing.error:
                 return {"error": f"{listing.error}: {path}"}
-            found = [e for e in listing.entries if path_match(include, e.rel) and not (exclude and path_match(exclude, e.rel))]
+            keep, drop = PathGlob(include), PathGlob(exclude) if exclude else None
+            found = [e for e in listing.entries if keep.match(e.rel) and not (drop and drop.match(e.rel))]
             shown = found[:min(limit, GLOB_MAX_RESULTS)]
             text = "".join(f"{e.rel}/\n" if e.is_dir else f"{e.rel}\n" for e in shown)
             text += f"\n---\nTotal matches: {len(found)}\n"
@@ -129,8 +130,9 @@ class GrepSearch(Tool):
                 listing = await io.listing(where, 0, "files")
                 if listing.error:
                     return {"error": f"{listing.error}: {path}"}
+                keep, drop = PathGlob(include), PathGlob(exclude) if exclude else None
                 files += [(posixpath.join(where, e.rel), e.rel) for e in listing.entries
-                          if path_match(include, e.rel) and not (exclude and path_match(exclude, e.rel))]
+                          if keep.match(e.rel) and not (drop and drop.match(e.rel))]
             else:
                 return {"error": f"path does not exist: {path}"}
             out: list[str] = []
