@@ -21,7 +21,7 @@ SLOT = 256
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    yield from module_server("-m", str(shared_model(SPM)), "-c", str(2 * SLOT), "-np", "2")
+    yield from module_server("-m", str(shared_model(SPM)), "-c", str(2 * SLOT), "-np", "2", "-b", "32")
 
 
 @pytest.fixture
@@ -126,6 +126,50 @@ def test_prompt_forms(http: httpx.Client) -> None:
         r = http.post("/completion", json={"prompt": prompt})
         assert r.status_code == 400 and r.json()["error"]["param"] == param, (prompt, r.text)
     assert "--mmproj" in http.post("/completion", json={"prompt": {"prompt_string": "<__media__>", "multimodal_data": [png]}}).text
+
+
+def test_prompt_progress_and_timings_per_token(http: httpx.Client) -> None:
+    """return_progress (streamed): a report before the prompt is read (what the cache held), then one
+    per batch of it (-b 32); timings_per_token: the timings so far on every piece, as llama-server."""
+    prompt = "the quick brown fox jumps over the lazy dog " * 8
+    body = {"prompt": prompt, "n_predict": 4, "stream": True, "return_progress": True, "timings_per_token": True,
+            "ignore_eos": True, "id_slot": 0}
+    for cached in (False, True):  # the same prompt again: read from the cache but for its last token
+        evs = events(http, "/completion", body | {"cache_prompt": cached})
+        reports = [e["prompt_progress"] for e in evs if "prompt_progress" in e]
+        first = reports[0]
+        assert first["processed"] == first["cache"] and (first["cache"] > 0) == cached
+        assert all(b["processed"] > a["processed"] for a, b in zip(reports, reports[1:]))
+        assert reports[-1]["processed"] == reports[-1]["total"] and len(reports) == (2 if cached else 1 + -(-first["total"] // 32))
+        timed = [e["timings"] for e in evs if "prompt_progress" in e]
+        assert timed[0]["prompt_n"] == 0 and timed[0]["prompt_ms"] == 0.0 and timed[0]["predicted_n"] == 0
+        assert [t["prompt_ms"] for t in timed] == sorted(t["prompt_ms"] for t in timed)
+        pieces = [e for e in evs if e.get("content")]
+        assert pieces and all("timings" in e for e in pieces)
+    assert not any("prompt_progress" in e for e in events(http, "/completion", {"prompt": prompt, "n_predict": 2, "stream": True}))
+    assert "prompt_progress" not in complete(http, prompt=prompt, n_predict=2, return_progress=True)  # streams only
+    chat = events(http, "/v1/chat/completions", {"messages": [{"role": "user", "content": prompt}], "max_tokens": 3,
+                                                 "stream": True, "return_progress": True, "timings_per_token": True})
+    progress = [e for e in chat if "prompt_progress" in e]
+    assert progress and all(e["choices"][0]["delta"] == {"role": "assistant", "content": None} for e in progress)
+    assert all("timings" in e for e in chat if e["choices"] and e["choices"][0]["delta"].get("content"))
+    resp = events(http, "/v1/responses", {"input": prompt, "max_output_tokens": 3, "stream": True, "return_progress": True,
+                                          "timings_per_token": True})
+    assert any(e["type"] == "response.in_progress" and "prompt_progress" in e for e in resp)
+    assert all("timings" in e for e in resp if e["type"] == "response.output_text.delta")
+    assert "timings" in resp[-1] and resp[-1]["type"] == "response.completed"
+    for bad in ({"return_progress": "yes"}, {"timings_per_token": 1}):
+        r = http.post("/completion", json={"prompt": "x", **bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == next(iter(bad))
+
+
+def test_generation_rates_count_decode_steps(http: httpx.Client) -> None:
+    """The first token comes with the prompt's last decode: rates are over the n-1 steps after it."""
+    one = complete(http, prompt="I believe", n_predict=1)["timings"]
+    assert (one["predicted_n"], one["predicted_per_second"], one["predicted_per_token_ms"]) == (1, 0.0, 0.0)
+    t = complete(http, prompt="I believe", n_predict=8, ignore_eos=True)["timings"]
+    assert t["predicted_n"] == 8 and abs(t["predicted_per_second"] - 1e3 / t["predicted_ms"] * 7) < 1e-6
+    assert abs(t["predicted_per_token_ms"] - t["predicted_ms"] / 7) < 1e-9
 
 
 def test_a_generation_runs_to_the_end_of_its_context(http: httpx.Client) -> None:

@@ -13,7 +13,7 @@ from ..errors import ChimeraError
 from ..llm.generation import new_id
 from ..protocol.openai import ChatCompletionRequest
 from ..serving.engine import ChatEngine
-from ..serving.events import Calls, ChoiceResult, Content, Done, Reasoning, TokenLogprob, ToolCall, Usage
+from ..serving.events import Calls, ChoiceResult, Content, Done, Progress, Reasoning, TokenLogprob, ToolCall, Usage
 from ..serving.run import ChatRun
 from ..serving.turn import ChatTurn
 from .advice import for_client
@@ -77,8 +77,10 @@ async def _stream(run: ChatRun, base: dict[str, Any], engine: ChatEngine, req: C
                   verbose: bool) -> AsyncIterator[bytes]:
     top_n = req.top_logprobs or 0
 
-    def chunk(index: int, delta: dict[str, Any], finish: str | None = None, lp: Any = None) -> bytes:
-        return sse_event(base | {"choices": [{"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}]})
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None, lp: Any = None,
+              timings: dict[str, Any] | None = None, **extra: Any) -> bytes:
+        body = base | {"choices": [{"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}]} | extra
+        return sse_event(body | {"timings": timings} if timings is not None else body)
 
     left = run.n_choices
     usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -87,11 +89,13 @@ async def _stream(run: ChatRun, base: dict[str, Any], engine: ChatEngine, req: C
         for index in range(run.n_choices):  # as llama-server and OpenAI: the role first, no content yet
             yield chunk(index, {"role": "assistant", "content": None})
         async for ev in run.events():
-            if isinstance(ev, Reasoning):
-                yield chunk(ev.index, {"reasoning_content": ev.text})
+            if isinstance(ev, Progress):  # as llama-server: a role chunk carrying the prompt's progress
+                yield chunk(ev.index, {"role": "assistant", "content": None}, timings=ev.timings, prompt_progress=ev.public())
+            elif isinstance(ev, Reasoning):
+                yield chunk(ev.index, {"reasoning_content": ev.text}, timings=ev.timings)
             elif isinstance(ev, Content):
                 lp = chat_logprobs(engine, ev.logprobs, top_n) if req.logprobs and ev.logprobs else None
-                yield chunk(ev.index, {"content": ev.text} if ev.text else {}, lp=lp)
+                yield chunk(ev.index, {"content": ev.text} if ev.text else {}, lp=lp, timings=ev.timings)
             elif isinstance(ev, Calls):
                 for i, call in enumerate(ev.calls):
                     yield chunk(ev.index, {"tool_calls": [{"index": i, "id": call.id, "type": "function",

@@ -130,12 +130,16 @@ class _Encoder:
             async for ev in self.gen.events():
                 if isinstance(ev, Delta):
                     predicted[ev.index] = predicted.get(ev.index, 0) + len(ev.tokens)
-                    if not (ev.text or ev.logprobs):
+                    if not (ev.text or ev.logprobs or ev.progress):
                         continue
                     body: dict[str, Any] = {
                         "index": ev.index, "content": ev.text, "tokens": ev.tokens, "stop": False,
                         "tokens_predicted": predicted[ev.index],
                         "tokens_evaluated": len(self.gen.prompts[ev.index // self.spec.n])}
+                    if ev.timings is not None:
+                        body["timings"] = ev.timings
+                    if ev.progress is not None:
+                        body["prompt_progress"] = ev.progress
                     if self.spec.n_probs and ev.logprobs:
                         body["completion_probabilities"] = token_probs(self.engine, ev.logprobs, self.spec.post_sampling_probs)
                     yield sse_event(body)

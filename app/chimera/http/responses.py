@@ -15,7 +15,7 @@ from quart import Blueprint, Response
 from ..errors import ChimeraError
 from ..protocol.responses import ResponsesRequest, input_messages
 from ..services import Services
-from ..serving.events import Calls, ChoiceResult, Content, Done, Reasoning, ToolCall
+from ..serving.events import Calls, ChoiceResult, Content, Done, Progress, Reasoning, ToolCall
 from ..serving.run import ChatRun
 from .advice import for_client
 from .chat import chat_turn
@@ -123,7 +123,11 @@ async def _stream(turn: Turn, run: ChatRun) -> AsyncIterator[bytes]:
     body: dict[str, Any] | None = None
     try:
         async for ev in run.events():
-            if isinstance(ev, Reasoning):
+            if isinstance(ev, Progress):  # llama-server's prompt progress, on a response.in_progress event
+                extra = {"timings": ev.timings} if ev.timings is not None else {}
+                yield event("response.in_progress", response=turn.body("in_progress", [], None, None),
+                            prompt_progress=ev.public(), **extra)
+            elif isinstance(ev, Reasoning):
                 result.reasoning += ev.text
             elif isinstance(ev, Calls):
                 result.calls = ev.calls
@@ -134,8 +138,9 @@ async def _stream(turn: Turn, run: ChatRun) -> AsyncIterator[bytes]:
                     yield event("response.content_part.added", item_id=msg_id, output_index=base, content_index=0,
                                 part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
                 result.content += ev.text
+                extra = {"timings": ev.timings} if ev.timings is not None else {}
                 yield event("response.output_text.delta", item_id=msg_id, output_index=base, content_index=0,
-                            delta=ev.text, logprobs=[])
+                            delta=ev.text, logprobs=[], **extra)
             elif isinstance(ev, Done):
                 result.done = ev
                 items = turn.items(result, msg_id)
@@ -167,7 +172,7 @@ async def _stream(turn: Turn, run: ChatRun) -> AsyncIterator[bytes]:
                 body = turn.body("completed", output, run, ev)
                 turn.remember(body, result)
         if body is not None:  # the exchange is saved by now
-            yield event("response.completed", response=body)
+            yield event("response.completed", response=body, timings=result.done.timings if result.done else {})
     except ChimeraError as e:
         e = for_client(e)
         yield event("error", code=e.code, message=e.message, param=e.param)

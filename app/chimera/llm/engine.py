@@ -453,6 +453,9 @@ class Engine:
                     self._finish(slot, "error", e)
                 self._flush()
                 continue
+            for slot in active:  # progress before the first token it led to
+                if slot.seq is not None and slot.seq.progress and slot.seq.n_prompt_done != slot.seq.progress_at:
+                    self._report_progress(slot.seq)
             self._collect(results)
             self._flush()
             dt = time.perf_counter() - t0
@@ -659,6 +662,17 @@ class Engine:
             seq.n_prompt_done = keep
             seq.t_admit = time.perf_counter()
             self.metrics.cached_tokens.inc(keep)
+            if seq.progress:  # the first report: nothing read yet but what the cache held
+                self._report_progress(seq)
+
+    def _report_progress(self, seq: Sequence) -> None:
+        """llama-server's prompt_progress: the prompt's tokens, those from the cache, those in the
+        KV cache now (cached + read), and the time since the prompt started."""
+        seq.progress_at = seq.n_prompt_done
+        progress = {"total": len(seq.prompt), "cache": seq.n_cached, "processed": seq.n_prompt_done,
+                    "time_ms": round((time.perf_counter() - seq.t_admit) * 1000, 3)}
+        self._outbox.append((seq, Delta(seq.index, "", [], progress=progress,
+                                        timings=seq.timings() if seq.timings_per_token else None)))
 
     def _collect(self, results: list[tuple[Slot, Delta, str | None]]) -> None:
         now = time.perf_counter()
@@ -669,6 +683,8 @@ class Engine:
             if len(seq.generated) == 1:
                 self.metrics.ttft.observe(now - seq.t_admit)
             if delta.text or delta.logprobs:
+                if seq.timings_per_token:
+                    delta.timings = seq.timings()
                 self._outbox.append((seq, delta))
             if finish is not None:
                 self._finish(slot, finish)

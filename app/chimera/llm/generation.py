@@ -42,10 +42,12 @@ class GenerationSpec:
     post_sampling_probs: bool = False  # n_probs over what the sampler chain left, not the raw logits
     cache_prompt: bool = True
     id_slot: int = -1  # run in this slot, waiting for it if busy (-1: the best free one)
+    progress: bool = False  # report the prompt's progress as it is read
+    timings_per_token: bool = False  # each piece of output carries the timings so far
     lora: list[tuple[int, float]] = field(default_factory=list)  # (adapter id, scale) for this request
     draft: dict[str, Any] = field(default_factory=dict)  # speculative decoding: n_max, n_min, p_min over the server's
 
-    def settings(self, eog: list[int], stream: bool = False, timings_per_token: bool = False) -> dict[str, Any]:
+    def settings(self, eog: list[int], stream: bool = False) -> dict[str, Any]:
         """The request's settings in llama-server's names (its `generation_settings`): sampling,
         limits, stops and constraint; `ignore_eos` shows as a -inf (null) bias on every EOG token."""
         p = self.sampling
@@ -64,7 +66,7 @@ class GenerationSpec:
             "ignore_eos": p.ignore_eos, "stream": stream,
             "logit_bias": [{"bias": b if math.isfinite(b) else None, "token": t} for t, b in bias.items()],
             "n_probs": self.n_probs, "min_keep": 0, "grammar": p.grammar or "",
-            "samplers": list(SAMPLERS), "timings_per_token": timings_per_token,
+            "samplers": list(SAMPLERS), "timings_per_token": self.timings_per_token,
             "post_sampling_probs": self.post_sampling_probs, "cache_prompt": self.cache_prompt,
             "lora": [{"id": i, "scale": sc} for i, sc in self.lora],
         }
@@ -156,7 +158,8 @@ class Generation:
                     self.seqs.append(Sequence(
                         prompt=p, params=copy.copy(spec.sampling), max_tokens=limit,
                         stops=list(spec.stops), n_probs=spec.n_probs, post_sampling=spec.post_sampling_probs,
-                        cache_prompt=spec.cache_prompt, id_slot=spec.id_slot,
+                        cache_prompt=spec.cache_prompt, id_slot=spec.id_slot, progress=spec.progress,
+                        timings_per_token=spec.timings_per_token,
                         index=i * spec.n + j, send=send.clone(), render_special=render_special, lora_key=lora_key,
                         media=media.media if media is not None else {}, draft=draft,
                     ))

@@ -40,6 +40,8 @@ class Delta:
     text: str
     tokens: list[int]
     logprobs: list[TokenLogprobs] | None = None
+    progress: dict[str, Any] | None = None  # a prompt progress report (no text): total, cache, processed, time_ms
+    timings: dict[str, Any] | None = None  # the timings so far (timings_per_token, progress)
 
 
 @dataclass
@@ -66,6 +68,8 @@ class Sequence:
     stops: list[str] = field(default_factory=list)
     n_probs: int = 0
     post_sampling: bool = False  # n_probs after the sampler chain (llama-server's post_sampling_probs)
+    progress: bool = False  # report the prompt's progress (llama-server's return_progress)
+    timings_per_token: bool = False  # every delta carries the timings so far
     cache_prompt: bool = True
     render_special: bool = False  # special tokens as text (<tool_call>, <think>, <|channel|> ...)
     lora_key: tuple[float, ...] = ()  # LoRA adapter scales this sequence runs with
@@ -92,7 +96,9 @@ class Sequence:
     cancelled: bool = False
     t_submit: float = field(default_factory=time.perf_counter)
     t_admit: float = 0.0
+    t_prompt_last: float = 0.0  # the last decode that read part of the prompt
     t_prompt_done: float = 0.0
+    progress_at: int = -1  # n_prompt_done at the last progress report
     t_first: float = 0.0
     t_end: float = 0.0
 
@@ -131,18 +137,24 @@ class Sequence:
         }
 
     def timings(self) -> dict[str, Any]:
-        prompt_ms = max(0.0, (self.t_prompt_done - self.t_admit) * 1000) if self.t_prompt_done else 0.0
-        gen_ms = max(0.0, ((self.t_end or time.perf_counter()) - (self.t_prompt_done or self.t_admit)) * 1000)
-        n_eval = len(self.prompt) - self.n_cached
+        """llama-server's timings (microseconds, in ms): the prompt so far, and the generation from
+        the end of the prompt to now or its last token. The first token comes with the prompt's
+        last decode, so the generation rates count the n-1 decode steps after it."""
+        prompt_ms = round(max(0.0, self.t_prompt_last - self.t_admit) * 1000, 3) if self.t_prompt_last else 0.0
+        n_eval = max(0, self.n_prompt_done - self.n_cached)
         n_gen = len(self.generated)
+        gen_ms = 0.0
+        if n_gen:
+            gen_ms = max(0.001, round(((self.t_end or time.perf_counter()) - (self.t_prompt_done or self.t_admit)) * 1000, 3))
+        steps = max(0, n_gen - 1)
         return {
             "cache_n": self.n_cached,
             "prompt_n": n_eval,
-            "prompt_ms": round(prompt_ms, 3),
-            "prompt_per_token_ms": round(prompt_ms / n_eval, 3) if n_eval else 0.0,
-            "prompt_per_second": round(n_eval / prompt_ms * 1000, 2) if prompt_ms else 0.0,
+            "prompt_ms": prompt_ms,
+            "prompt_per_token_ms": prompt_ms / n_eval if n_eval else 0.0,
+            "prompt_per_second": 1e3 / prompt_ms * n_eval if prompt_ms else 0.0,
             "predicted_n": n_gen,
-            "predicted_ms": round(gen_ms, 3),
-            "predicted_per_token_ms": round(gen_ms / n_gen, 3) if n_gen else 0.0,
-            "predicted_per_second": round(n_gen / gen_ms * 1000, 2) if gen_ms else 0.0,
+            "predicted_ms": gen_ms,
+            "predicted_per_token_ms": gen_ms / steps if steps else 0.0,
+            "predicted_per_second": 1e3 / gen_ms * steps if gen_ms else 0.0,
         } | ({"draft_n": self.n_drafted, "draft_n_accepted": self.n_accepted} if self.n_drafted else {})

@@ -138,11 +138,13 @@ class Stepper:
                 slot.cache.extend(seq.draft_tokens)
                 sampled.append(slot)
         limit = self.n_batch if room is None else min(self.n_batch, n + room)
+        fed: list[Sequence] = []
         for slot in active:  # then prompt chunks, up to n_batch
             seq = slot.seq
             assert seq is not None
             if not seq.prefilling or n >= limit:
                 continue
+            fed.append(seq)
             start = seq.n_prompt_done
             while start in seq.media:  # a media chunk: evaluated by mtmd into this slot's sequence
                 self._eval_media(slot, seq.media[start])
@@ -172,6 +174,8 @@ class Stepper:
                 slot.cache.clear()
             raise ChimeraError(f"llama_decode failed with status {rc}")
         now = time.perf_counter()
+        for seq in fed:
+            seq.t_prompt_last = now
         out = []
         for slot in sampled:
             seq = slot.seq

@@ -79,6 +79,8 @@ class GenerationFields(BaseModel):
     cache_prompt: bool = True
     id_slot: int = Field(-1, ge=-1)  # run in this slot (llama-server's; -1: any)
     verbose: bool | None = None  # llama-server's `__verbose` debug object (default: on with -v)
+    return_progress: bool = False  # streamed: prompt_progress reports while the prompt is read
+    timings_per_token: bool = False  # streamed: the timings so far on every piece of output
     lora: list[LoraScale] | None = None  # adapter scales for this request
     # speculative decoding, as llama-server takes it (with -md or --spec-type)
     speculative_n_max: int | None = Field(None, ge=0, le=256, alias="speculative.n_max")
@@ -150,7 +152,7 @@ class GenerationFields(BaseModel):
         return GenerationSpec(
             sampling=self.sampling(n_vocab, d.sampling, tokenize), max_tokens=self.limit(d.max_tokens), stops=self.stop_list(), n=self.n,
             n_probs=n_probs, post_sampling_probs=self.post_sampling_probs, cache_prompt=self.cache_prompt,
-            id_slot=self.id_slot,
+            id_slot=self.id_slot, progress=self.return_progress and self.stream, timings_per_token=self.timings_per_token,
             lora=[(x.id, x.scale) for x in self.lora or []],
             draft={k: v for k, v in (("n_max", self.speculative_n_max), ("n_min", self.speculative_n_min),
                                      ("p_min", self.speculative_p_min)) if v is not None})

@@ -30,6 +30,8 @@ class ResponsesRequest(BaseModel):
     reasoning: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     include: list[str] | None = None
+    return_progress: bool = False  # llama-server's: prompt_progress on response.in_progress events (streamed)
+    timings_per_token: bool = False  # llama-server's: timings on each output_text.delta
 
     def file_search_tools(self) -> list[dict[str, Any]]:
         return [t for t in self.tools or [] if isinstance(t, dict) and t.get("type") == "file_search"]
@@ -61,6 +63,7 @@ class ResponsesRequest(BaseModel):
             messages=messages, max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p,
             tools=tools, tool_choice=choice, parallel_tool_calls=self.parallel_tool_calls, response_format=rf,
             reasoning_effort=effort if effort in ("minimal", "low", "medium", "high") else None,
+            stream=self.stream, return_progress=self.return_progress, timings_per_token=self.timings_per_token,
         )
 
 

@@ -47,6 +47,7 @@ class ToolCall:
 class Reasoning:
     index: int
     text: str
+    timings: dict[str, Any] | None = None  # the timings so far, when the request asked for them per token
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,23 @@ class Content:
     index: int
     text: str
     logprobs: list[TokenLogprob] | None = None
+    timings: dict[str, Any] | None = None  # the timings so far, when the request asked for them per token
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the prompt has been read (llama-server's return_progress, streamed): its tokens
+    (`total`), those from the cache, those in the KV cache now, and the time since it started."""
+
+    index: int
+    total: int
+    cache: int
+    processed: int
+    time_ms: float
+    timings: dict[str, Any] | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {"total": self.total, "cache": self.cache, "processed": self.processed, "time_ms": self.time_ms}
 
 
 @dataclass(frozen=True)
@@ -75,7 +93,7 @@ class Done:
     truncated: bool = False  # the context ran out (ended at its end, or shifted)
 
 
-Event = Reasoning | Content | Calls | Done
+Event = Reasoning | Content | Calls | Done | Progress
 
 
 @dataclass

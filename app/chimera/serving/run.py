@@ -24,7 +24,7 @@ from ..llm.reasoning import split_with
 from ..llm.sequence import Delta, TokenLogprobs
 from ..llm.toolcalls import Call, StreamParser
 from .engine import ChatEngine, ChatGeneration
-from .events import Calls, ChoiceResult, Content, Done, Event, FinishReason, Reasoning, TokenLogprob, ToolCall, Usage
+from .events import Calls, ChoiceResult, Content, Done, Event, FinishReason, Progress, Reasoning, TokenLogprob, ToolCall, Usage
 from .turn import ChatTurn, Prepared
 
 Saver = Callable[[dict[str, Any]], Awaitable[None]]
@@ -140,9 +140,12 @@ class ChatRun:
             async for ev in self.gen.events():
                 i = ev.index
                 if isinstance(ev, Delta):
+                    if ev.progress is not None:
+                        yield Progress(i, **ev.progress, timings=ev.timings)
+                        continue
                     thought, text = splitters[i].feed(ev.text) if splitters else ("", ev.text)
                     text = parsers[i].feed(text) if parsers else text
-                    for out in self._say(transcript, i, thought, text, _logprobs(ev.logprobs) or None):
+                    for out in self._say(transcript, i, thought, text, _logprobs(ev.logprobs) or None, ev.timings):
                         yield out
                     continue
                 thought, rest = splitters[i].finish() if splitters else ("", "")
@@ -174,12 +177,13 @@ class ChatRun:
             self.close()
 
     @staticmethod
-    def _say(transcript: _Transcript, i: int, thought: str, text: str, lps: list[TokenLogprob] | None) -> list[Event]:
+    def _say(transcript: _Transcript, i: int, thought: str, text: str, lps: list[TokenLogprob] | None,
+             timings: dict[str, Any] | None = None) -> list[Event]:
         out: list[Event] = []
         if thought:
-            out.append(Reasoning(i, thought))
+            out.append(Reasoning(i, thought, timings))
         if text or lps:
-            out.append(Content(i, text, lps))
+            out.append(Content(i, text, lps, timings))
         if i == 0:
             transcript.reasoning.append(thought)
             transcript.content.append(text)
