@@ -163,6 +163,12 @@ def test_input_token_routes_count_what_generation_reads(server: Server, claude: 
     assert with_tools["input_tokens"] > chat.usage.prompt_tokens
     anon = http.post("/v1/messages/count_tokens", json={"messages": [{"role": "user", "content": "Hi"}]})
     assert anon.status_code == 200 and anon.json()["input_tokens"] > 0
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    in_result = [{"role": "user", "content": "Read it"},
+                 {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "read", "input": {}}]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [image]}]}]
+    no_projector = http.post("/v1/messages/count_tokens", json={"messages": in_result})
+    assert no_projector.status_code == 400 and "--mmproj" in no_projector.json()["error"]["message"]
     for path, body, param in (("/v1/chat/completions/input_tokens", {}, "messages"),
                               ("/v1/chat/completions/input_tokens", {"messages": "hi"}, "messages"),
                               ("/v1/responses/input_tokens", {"input": 5}, "input"),

@@ -87,6 +87,16 @@ def test_anthropic_image_block(server: Server, jpeg: bytes) -> None:
     m = claude.messages.create(model="m", max_tokens=4, messages=msgs)
     counted = claude.messages.count_tokens(model="m", messages=msgs)
     assert m.usage.input_tokens + (m.usage.cache_read_input_tokens or 0) == counted.input_tokens > 16
+    # an image inside a tool_result reaches the projector too (not only text is read there)
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": base64.b64encode(jpeg).decode()}}
+    turns = [{"role": "user", "content": "Read the file"},
+             {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "read", "input": {"file": "a.jpg"}}]}]
+    sizes = []
+    for result in ([{"type": "text", "text": "File: a.jpg"}], [{"type": "text", "text": "File: a.jpg"}, image]):
+        history = turns + [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": result}]}]
+        sizes.append(claude.messages.count_tokens(model="m", messages=history).input_tokens)  # type: ignore[arg-type]
+        claude.messages.create(model="m", max_tokens=2, messages=history)  # type: ignore[arg-type]
+    assert sizes[1] > sizes[0] + 16
 
 
 def test_remote_media_when_allowed(start_server: type[Server], jpeg: bytes, tmp_path: Path) -> None:

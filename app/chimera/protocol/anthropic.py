@@ -142,8 +142,8 @@ def _tool_blocks(role: str, blocks: list[Any], i: int) -> list[dict[str, Any]]:
                           "function": {"name": b.get("name"), "arguments": json.dumps(b.get("input", {}))}})
         elif kind == "tool_result" and role == "user":
             content = b.get("content", "")
-            out.append({"role": "tool", "tool_call_id": b.get("tool_use_id"),
-                        "content": _text_of_blocks(content, where + ".content") if content else ""})
+            out.append({"role": "tool", "tool_call_id": b.get("tool_use_id"),  # text, and images for a projector
+                        "content": _content_of_blocks(content, where + ".content") if content else ""})
         elif kind not in ("thinking", "redacted_thinking"):  # reasoning: see _thinking
             texts.append(_text_of_blocks([b], where))
     if role == "assistant":
