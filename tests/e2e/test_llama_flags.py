@@ -216,6 +216,9 @@ def test_a_trailing_assistant_message_is_continued(start_server: type[Server], s
 
     auto = prompt()
     assert auto.status_code == 200 and auto.json()["prompt"].endswith("<|im_start|>assistant\nWhill")
+    parts = s.http().post("/apply-template", json={"messages": [msgs[0], {"role": "assistant", "content": [
+        {"type": "text", "text": "Wh"}, {"type": "text", "text": "ill"}]}]})
+    assert parts.json()["prompt"].endswith("<|im_start|>assistant\nWh\n\nill")  # its parts joined as llama-server joins them
     explicit = prompt(continue_final_message=True, add_generation_prompt=False)
     assert explicit.json()["prompt"] == auto.json()["prompt"]
     whole = prompt(continue_final_message=False)  # a finished turn, then a new one

@@ -78,6 +78,9 @@ def render_turn(engine: ChatEngine, turn: ChatTurn, messages: list[dict[str, Any
     content = last.get("content")
     if isinstance(content, list):
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    raw = turn.messages[-1].get("content") if turn.messages and isinstance(turn.messages[-1], dict) else None
+    if isinstance(raw, list) and raw and all(isinstance(p, dict) and p.get("type") == "text" for p in raw):
+        content = "\n\n".join(str(p.get("text", "")) for p in raw)  # as llama-server joins a continued message's parts
     marked = [*messages[:-1], {**last, "content": f"{content or ''}{CONTINUE_MARK}"}]
     text = engine.render(marked, False, extra)
     at = text.rfind(CONTINUE_MARK)
