@@ -86,8 +86,10 @@ async def completion() -> Response:
                                  "(start it with --mmproj PATH)", param=f"{p.param}.multimodal_data")
             return await engine.generate_with_media(p.text, p.media or [], spec), [p.text]
         tokens = [prompt_tokens(engine, p) for p in prompts]
-        gen = engine.generate(tokens, spec, "prompt")  # checks the ids before they are shown
-        return gen, [engine.prompt_text(t) for t in tokens]
+        for t, p in zip(tokens, prompts):
+            engine.model.check_tokens(t, p.param)  # before they are shown
+        shown = [engine.prompt_text(t) for t in tokens]
+        return engine.generate(tokens, spec, "prompt"), shown
 
     return await _native(s, req, start)
 
@@ -99,7 +101,8 @@ async def infill() -> Response:
 
     async def start(engine: Engine, spec: GenerationSpec) -> tuple[Generation, list[str]]:
         tokens = fim_prompt(engine, req)
-        return engine.generate([tokens], spec, "input_prefix"), [engine.prompt_text(tokens)]
+        shown = [engine.prompt_text(tokens)]
+        return engine.generate([tokens], spec, "input_prefix"), shown
 
     return await _native(s, req, start)
 
@@ -108,9 +111,9 @@ class _Encoder:
     """One request's results in llama-server's shapes."""
 
     def __init__(self, engine: Engine, model_id: str, gen: Generation, shown: list[str], spec: GenerationSpec,
-                 req: NativeFields) -> None:
+                 req: NativeFields, settings: dict[str, Any]) -> None:
         self.engine, self.model_id, self.gen, self.shown, self.spec, self.req = engine, model_id, gen, shown, spec, req
-        self.settings = spec.settings(engine.eog_tokens(), stream=req.stream)
+        self.settings = settings
 
     def final(self, index: int, content: str, f: Finished | None, probs: list[Any]) -> dict[str, Any]:
         k = index // self.spec.n
@@ -157,8 +160,9 @@ async def _native(s: Any, req: NativeFields, start: Start) -> Response:
     try:
         engine = held.engine
         spec = req.spec(engine.n_vocab, req.n_probs or 0, engine.defaults, engine.text_tokens)
-        gen, shown = await start(engine, spec)
-        enc = _Encoder(engine, held.model_id, gen, shown, spec, req)
+        settings = spec.settings(engine.eog_tokens(), stream=req.stream)
+        gen, shown = await start(engine, spec)  # nothing raises between the generation's start and its reader
+        enc = _Encoder(engine, held.model_id, gen, shown, spec, req, settings)
         if req.stream:
             streaming = True  # the stream releases the model when it ends
             return sse_response(Streamed(enc.stream(), held.release))
