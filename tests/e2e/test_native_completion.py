@@ -122,7 +122,7 @@ def test_prompt_forms(http: httpx.Client) -> None:
                           ({"prompt_string": [1, 2], "multimodal_data": [png]}, "prompt.prompt_string"),
                           ({"prompt_string": "a <__media__>", "multimodal_data": [png]}, "prompt.multimodal_data"),
                           ([text, {"prompt_string": "<__media__>", "multimodal_data": [png]}], "prompt.1"),
-                          ([10**9], "prompt")):
+                          ([10**9], "prompt.0"), ([1, 2, -3], "prompt.2"), ([text, [5, 10**9]], "prompt.1.1")):
         r = http.post("/completion", json={"prompt": prompt})
         assert r.status_code == 400 and r.json()["error"]["param"] == param, (prompt, r.text)
     assert "--mmproj" in http.post("/completion", json={"prompt": {"prompt_string": "<__media__>", "multimodal_data": [png]}}).text

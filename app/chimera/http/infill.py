@@ -60,8 +60,10 @@ def prompt_tokens(engine: Engine, p: NativePrompt) -> list[int]:
     for i, part in enumerate(p.parts):
         if isinstance(part, str):
             toks += engine.model.tokenize(part, add_special=i == 0, parse_special=True)
-        else:
+        elif 0 <= part < engine.n_vocab:
             toks.append(part)
+        else:  # llama.cpp aborts the process on an id outside the vocabulary
+            raise BadRequest(f"token id {part} is outside the vocabulary (0..{engine.n_vocab - 1})", param=f"{p.param}.{i}")
     return toks
 
 
@@ -86,8 +88,6 @@ async def completion() -> Response:
                                  "(start it with --mmproj PATH)", param=f"{p.param}.multimodal_data")
             return await engine.generate_with_media(p.text, p.media or [], spec), [p.text]
         tokens = [prompt_tokens(engine, p) for p in prompts]
-        for t, p in zip(tokens, prompts):
-            engine.model.check_tokens(t, p.param)  # before they are shown
         shown = [engine.prompt_text(t) for t in tokens]
         return engine.generate(tokens, spec, "prompt"), shown
 
