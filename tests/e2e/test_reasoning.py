@@ -113,6 +113,13 @@ def test_reasoning_flag(start_server: type[Server], smollm: Path, tmp_path: Path
         s.stop()
     assert prompts["on"].endswith("<think>\n") and prompts["auto"] == prompts["on"]
     assert prompts["off"].endswith("<think>\n</think>")
+    asks = tmp_path / "asks.jinja"  # QwQ's way: the template closes the block unless asked to think
+    asks.write_text(forced.read_text().replace("<think>\n{% endif %}", "<think>\n{% if not enable_thinking %}</think>{% endif %}{% endif %}"))
+    auto = start_server("-m", str(smollm), "-c", "1024", "--chat-template-file", str(asks)).wait_ready()
+    assert auto.http().post("/apply-template", json={"messages": ASK}).json()["prompt"].endswith("<think>\n")  # auto asks
+    told = auto.http().post("/apply-template", json={"messages": ASK, "chat_template_kwargs": {"enable_thinking": False}})
+    assert told.json()["prompt"].endswith("<think>\n</think>")  # the request's word wins
+    auto.stop()
     env = start_server("-m", str(smollm), "-c", "1024", "--chat-template-file", str(forced), env={"LLAMA_ARG_REASONING": "off"}).wait_ready()
     assert env.http().post("/apply-template", json={"messages": ASK}).json()["prompt"].endswith("</think>")
     m = env.http().get("/metrics")

@@ -4,6 +4,7 @@ built-ins, and a template given as text."""
 from __future__ import annotations
 
 import ctypes
+import json
 
 import pytest
 
@@ -43,6 +44,13 @@ def test_jinja_builtins_and_literal_jinja() -> None:
     assert Settings(chat_template=literal).chat_template == literal and Settings(chat_template="phi4").chat_template == "phi4"
     with pytest.raises(ValueError, match="unknown template"):
         Settings(chat_template="no-such-template")
+
+
+def test_firefunction_reads_the_tools_as_functions() -> None:
+    t = ChatTemplate.select(None, "[{{ functions }}]", None, "", "")
+    assert t.render(MESSAGES) == "[]"  # no tools: empty, not an undefined-variable error
+    tool = {"type": "function", "function": {"name": "f", "parameters": {}}}
+    assert json.loads(t.render(MESSAGES, tools=[tool])[1:-1]) == [tool["function"]]
 
 
 def test_templates_see_todays_date_as_llama_cpp_gives_it() -> None:

@@ -68,6 +68,9 @@ class ChatTemplate:
         now = datetime.now()
         # today, as llama.cpp gives templates that print it (Llama 3.x: date_string; firefunction: datetime)
         dates = {"date_string": now.strftime("%d %b %Y"), "datetime": now.strftime("%b %d %Y")}
+        # firefunction v2 reads the tools as `functions`, a JSON text (empty without tools)
+        tools = extra.get("tools")
+        dates["functions"] = json.dumps([t.get("function", t) for t in tools], indent=2) if tools else ""
         try:
             return self.template.render(
                 messages=messages,

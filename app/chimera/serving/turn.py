@@ -159,6 +159,8 @@ def prepare(engine: ChatEngine, turn: ChatTurn, thinking: bool | None, default_r
     history = normalize_messages(turn.messages, [] if engine.projector else None)
     plan = tooluse.plan(turn.tools, turn.tool_choice, turn.parallel_tool_calls, engine.template_source)
     apply_response_format(turn.params, turn.response_format)
+    if thinking is None and "enable_thinking" in engine.template_source:
+        thinking = True  # --reasoning auto: a template that can think is asked to, as llama-server does
     extra = template_vars(turn, thinking)
     if plan is not None:
         messages = tooluse.render_messages(messages, plan)
