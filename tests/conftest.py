@@ -56,6 +56,14 @@ def shared_model(name: str) -> Path:
     return tiny_model(name)
 
 
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --models-dir with the tiny random Llama as `tiny`."""
+    d = tmp_path_factory.mktemp("models")
+    (d / "tiny.gguf").symlink_to(shared_model("tiny-random-llama-spm.gguf"))
+    return d
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -19,16 +19,9 @@ import httpx
 import psutil
 import pytest
 
-from conftest import REPO, Server, module_server, shared_model
+from conftest import REPO, Server, module_server
 
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("models")
-    (d / "tiny.gguf").symlink_to(shared_model("tiny-random-llama-spm.gguf"))
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +40,9 @@ def engine_log(engine_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(models: Path, engine_dir: Path, engine_log: Path) -> Iterator[Server]:
+def server(tiny_models: Path, engine_dir: Path, engine_log: Path) -> Iterator[Server]:
     env = {"PATH": f"{engine_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_ENGINE_LOG": str(engine_log)}
-    yield from module_server("--models-dir", str(models), "--tools", "all", env=env)
+    yield from module_server("--models-dir", str(tiny_models), "--tools", "all", env=env)
 
 
 def call(s: Server, tool: str, params: dict[str, Any], headers: dict[str, str] | None = None, **extra: Any) -> httpx.Response:
@@ -357,14 +350,14 @@ def test_tools_run_in_a_container_through_the_engine(server: Server, engine_log:
 # --- which tools exist ----------------------------------------------------------------------------
 
 
-def test_only_the_named_tools_exist(start_server: type[Server], models: Path) -> None:
-    s = start_server("--models-dir", str(models), "--tools", "read_file,grep_search").wait_ready()
+def test_only_the_named_tools_exist(start_server: type[Server], tiny_models: Path) -> None:
+    s = start_server("--models-dir", str(tiny_models), "--tools", "read_file,grep_search").wait_ready()
     assert [t["tool"] for t in httpx.get(s.base + "/tools").json()] == ["read_file", "grep_search"]
     http_error(call(s, "exec_shell_command", {"command": "echo hi"}), 404, 'unknown tool "exec_shell_command"')
 
 
-def test_no_tools_without_the_flag(start_server: type[Server], models: Path) -> None:
-    s = start_server("--models-dir", str(models)).wait_ready()
+def test_no_tools_without_the_flag(start_server: type[Server], tiny_models: Path) -> None:
+    s = start_server("--models-dir", str(tiny_models)).wait_ready()
     http_error(httpx.get(s.base + "/tools"), 501, "--tools")
     http_error(httpx.post(s.base + "/tools", json={"tool": "exec_shell_command", "params": {"command": "echo hi"}}), 501, "--tools")
     pre = httpx.options(s.base + "/tools", headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"})
@@ -382,10 +375,10 @@ def test_cors_defaults_to_loopback_origins_with_tools(server: Server) -> None:
     assert "Access-Control-Allow-Origin" not in preflight("http://evil.example").headers
 
 
-def test_the_server_owns_a_tools_runtime_container(start_server: type[Server], models: Path, engine_dir: Path, tmp_path: Path) -> None:
+def test_the_server_owns_a_tools_runtime_container(start_server: type[Server], tiny_models: Path, engine_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "engine.jsonl"
     env = {"PATH": f"{engine_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_ENGINE_LOG": str(log)}
-    s = start_server("--models-dir", str(models), "--tools", "exec_shell_command", "--tools-runtime", "docker:busybox", env=env).wait_ready()
+    s = start_server("--models-dir", str(tiny_models), "--tools", "exec_shell_command", "--tools-runtime", "docker:busybox", env=env).wait_ready()
     assert ok(s, "exec_shell_command", {"command": "echo inside"})["plain_text_response"] == "inside\n\n[exit code: 0]"
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert calls[0][:3] == ["run", "--rm", "-i"] and calls[0][-2:] == ["busybox", "sh"]
@@ -402,8 +395,8 @@ def test_the_server_owns_a_tools_runtime_container(start_server: type[Server], m
     (["--mcp-servers-json", '{"mcpServers": {"x": {"command": "python3", "args": "-V"}}}'], "mcpServers.x.args: expected an array"),
     (["--mcp-servers-config", "/nonexistent/mcp.json"], "failed to open MCP config file"),
 ])
-def test_flags_that_refuse_to_start(models: Path, flags: list[str], words: str) -> None:
-    p = subprocess.run([sys.executable, "-m", "chimera", "serve", "--port", "0", "--models-dir", str(models), *flags],
+def test_flags_that_refuse_to_start(tiny_models: Path, flags: list[str], words: str) -> None:
+    p = subprocess.run([sys.executable, "-m", "chimera", "serve", "--port", "0", "--models-dir", str(tiny_models), *flags],
                        capture_output=True, text=True, timeout=60, cwd=REPO)
     assert p.returncode == 2, p.stderr
     assert words in p.stderr

@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from conftest import Server, module_server, shared_model
+from conftest import Server, module_server
 
 STUB = str(Path(__file__).resolve().parent / "mcp_stub.py")
 
@@ -28,19 +28,12 @@ def stub(*flags: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("models")
-    (d / "tiny.gguf").symlink_to(shared_model("tiny-random-llama-spm.gguf"))
-    return d
-
-
-@pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mcp-cwd")
 
 
 @pytest.fixture(scope="module")
-def server(models: Path, workdir: Path) -> Iterator[Server]:
+def server(tiny_models: Path, workdir: Path) -> Iterator[Server]:
     servers = {
         "stub": stub("--page", env={"STUB_SECRET": "s3cret"}, cwd=str(workdir)),
         "slow": stub(timeout_ms=2000),
@@ -50,7 +43,7 @@ def server(models: Path, workdir: Path) -> Iterator[Server]:
         "read": stub("--extra=file"),  # read_file collides with the built-in tool
         "nocommand": {"args": ["x"]},
     }
-    yield from module_server("--models-dir", str(models), "--tools", "read_file",
+    yield from module_server("--models-dir", str(tiny_models), "--tools", "read_file",
                              "--mcp-servers-json", json.dumps({"mcpServers": servers}))
 
 
@@ -140,19 +133,19 @@ def test_errors_from_the_server(server: Server) -> None:
     assert httpx.get(server.base + "/health").status_code == 200
 
 
-def test_config_file_and_environment(start_server: type[Server], models: Path, tmp_path: Path) -> None:
+def test_config_file_and_environment(start_server: type[Server], tiny_models: Path, tmp_path: Path) -> None:
     config = tmp_path / "mcp.json"
     config.write_text(json.dumps({"mcpServers": {"file": stub()}}))
     env = {"LLAMA_ARG_MCP_SERVERS_JSON": json.dumps({"mcpServers": {"file": stub("--noisy"), "env": stub()}})}
-    s = start_server("--models-dir", str(models), "--mcp-servers-config", str(config), env=env).wait_ready()
+    s = start_server("--models-dir", str(tiny_models), "--mcp-servers-config", str(config), env=env).wait_ready()
     tools = listing(s)
     assert {"file_echo", "env_echo"} <= set(tools)
     assert not [t for t in tools.values() if t["type"] == "server"]  # no built-in tool without --tools
     assert result(s, "env_add", {"a": 1, "b": 2}) == {"plain_text_response": "3"}
 
 
-def test_no_servers_in_the_json_means_no_tools(start_server: type[Server], models: Path) -> None:
-    s = start_server("--models-dir", str(models), "--mcp-servers-json", '{"other": 1}').wait_ready()
+def test_no_servers_in_the_json_means_no_tools(start_server: type[Server], tiny_models: Path) -> None:
+    s = start_server("--models-dir", str(tiny_models), "--mcp-servers-json", '{"other": 1}').wait_ready()
     assert httpx.get(s.base + "/tools").status_code == 501
 
 
@@ -160,9 +153,9 @@ def children(s: Server) -> list[psutil.Process]:
     return psutil.Process(s.proc.pid).children(recursive=True)
 
 
-def test_shutdown_cancels_a_call_in_flight_and_ends_the_servers(start_server: type[Server], models: Path) -> None:
+def test_shutdown_cancels_a_call_in_flight_and_ends_the_servers(start_server: type[Server], tiny_models: Path) -> None:
     servers = {"slow": stub(timeout_ms=30000), "gc": stub("--grandchild")}
-    s = start_server("--models-dir", str(models), "--mcp-servers-json", json.dumps({"mcpServers": servers})).wait_ready()
+    s = start_server("--models-dir", str(tiny_models), "--mcp-servers-json", json.dumps({"mcpServers": servers})).wait_ready()
     assert result(s, "gc_echo", {"message": "x"}) == {"plain_text_response": "echo: x"}
     spawned = children(s)
     assert len(spawned) >= 3  # two stubs and the grandchild
@@ -186,11 +179,11 @@ def test_shutdown_cancels_a_call_in_flight_and_ends_the_servers(start_server: ty
     assert not [p for p in spawned if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]  # the grandchild too
 
 
-def test_a_server_that_hangs_at_start_is_left_out(start_server: type[Server], models: Path, tmp_path: Path) -> None:
+def test_a_server_that_hangs_at_start_is_left_out(start_server: type[Server], tiny_models: Path, tmp_path: Path) -> None:
     hang = tmp_path / "hang.py"
     hang.write_text("import time\ntime.sleep(60)\n")
     servers = {"hang": {"command": sys.executable, "args": [str(hang)]}, "ok": stub()}
-    s = start_server("--models-dir", str(models), "--mcp-servers-json", json.dumps({"mcpServers": servers})).wait_ready()
+    s = start_server("--models-dir", str(tiny_models), "--mcp-servers-json", json.dumps({"mcpServers": servers})).wait_ready()
     start = time.monotonic()
     tools = listing(s)  # waits for the warm-up: at most its 10 s
     assert time.monotonic() - start < 15
