@@ -4,8 +4,8 @@ llama.cpp, the same models folder, the same client), in one run.
 - cold start: from the first request for an unloaded model to its first token;
 - switching: requests alternating between two models, with `--models-max 1` (every request a
   load) and with both resident;
-- the tok/s of a busy model while another model loads and unloads over and over, as a ratio of
-  its tok/s undisturbed;
+- the tok/s of a busy model during one load of another model, as a ratio of its tok/s
+  undisturbed, and how long that load takes;
 - resident memory (the server and its children) after a load and unload, against before.
 
 Both servers run at once and the measurements alternate between them, so drift on a shared
@@ -16,6 +16,7 @@ machine hits both alike; medians are reported. With --write FILE the section bet
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -29,7 +30,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from load import run_load  # noqa: E402
+from load import prompt_for  # noqa: E402
 from run import Proc, build_tool, cpu_name, free_port, publish  # noqa: E402
 
 A, B = "smollm", "gemma"
@@ -121,61 +122,73 @@ def switching(servers: list[Proc], rounds: int) -> dict[str, list[float]]:
     return out
 
 
-async def _busy_while_loading(base: str, requests: int, max_tokens: int, first_index: int,
-                              disturb: bool) -> tuple[float, int]:
-    """tok/s of 2 streaming clients on A; with `disturb`, B loads and unloads meanwhile."""
-    loads = 0
-    result: dict[str, float] = {}
+async def _busy_while_loading(base: str, max_tokens: int, first_index: int, disturb: bool,
+                              window: float) -> tuple[float, float]:
+    """(tok/s of 2 clients streaming from A over the measured span, the span in s). Undisturbed,
+    the span is `window` seconds; disturbed, it is one load of B: from the load request until the
+    server lists B as loaded (llama-server's router answers /models/load before the model is up,
+    so both servers are polled the same way)."""
+    stamps: list[float] = []
+    counter = itertools.count(first_index)
 
-    async def measure() -> None:
-        result.update(await run_load(base, 2, requests, max_tokens, model=A, first_index=first_index))
+    async def client(c: httpx.AsyncClient, k: int) -> None:
+        await trio.sleep(0.2 * k)
+        while True:
+            i = next(counter)
+            body = {"model": A, "stream": True, "max_tokens": max_tokens, "temperature": 0.8, "seed": i,
+                    "ignore_eos": True, "messages": [{"role": "user", "content": prompt_for(i)}]}
+            async with c.stream("POST", base + "/v1/chat/completions", json=body) as r:
+                r.raise_for_status()
+                async for line in r.aiter_lines():
+                    if '"content":"' in line and '"content":""' not in line:
+                        stamps.append(time.perf_counter())
 
-    async def churn(cancel: trio.CancelScope) -> None:
-        """Load B, wait until it is loaded, unload it, wait until it is gone; again. (llama-server's
-        router answers /models/load before the model is up, so both are polled the same way.)"""
-        nonlocal loads
+    async def until_loaded(c: httpx.AsyncClient) -> None:
+        while True:
+            listing = (await c.get(base + "/models")).json()["data"]
+            st = next(m["status"] for m in listing if m["id"] == B)
+            value = st.get("value") if isinstance(st, dict) else st
+            if value == "loaded":
+                return
+            if value == "failed":
+                raise SystemExit(f"{base}: {B} failed to load: {st}")
+            await trio.sleep(0.05)
 
-        async def until(c: httpx.AsyncClient, want: str) -> None:
-            while True:
-                listing = (await c.get(base + "/models")).json()["data"]
-                st = next(m["status"] for m in listing if m["id"] == B)
-                if (st.get("value") if isinstance(st, dict) else st) in (want, "failed"):
-                    return
-                await trio.sleep(0.05)
-
-        async with httpx.AsyncClient(timeout=300) as c:
-            with cancel:
-                while True:
+    limits = httpx.Limits(max_connections=6, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as c:
+        async with trio.open_nursery() as n:
+            for k in range(2):
+                n.start_soon(client, c, k)
+            await trio.sleep(3)  # both streams running
+            t0 = time.perf_counter()
+            if disturb:
+                with trio.fail_after(300):
                     await c.post(base + "/models/load", json={"model": B})
-                    await until(c, "loaded")
-                    loads += 1
-                    await c.post(base + "/models/unload", json={"model": B})
-                    await until(c, "unloaded")
-
-    churn_scope = trio.CancelScope()
-    async with trio.open_nursery() as n:
-        if disturb:
-            n.start_soon(churn, churn_scope)
-        await measure()
-        churn_scope.cancel()
-    return result["tok_s"], loads
+                    await until_loaded(c)
+            else:
+                await trio.sleep(window)
+            t1 = time.perf_counter()
+            n.cancel_scope.cancel()
+    return sum(t0 <= s <= t1 for s in stamps) / (t1 - t0), t1 - t0
 
 
-def during_loads(servers: list[Proc], reps: int, requests: int, max_tokens: int) -> dict[str, dict[str, list[float]]]:
-    out: dict[str, dict[str, list[float]]] = {p.name: {"alone": [], "loading": [], "loads": []} for p in servers}
+def during_loads(servers: list[Proc], reps: int, max_tokens: int, window: float) -> dict[str, dict[str, list[float]]]:
+    """Per server: the busy model's tok/s alone and during one load of the other model, and how
+    long that load took."""
+    out: dict[str, dict[str, list[float]]] = {p.name: {"alone": [], "loading": [], "load_s": []} for p in servers}
     index = 50_000
     for rep in range(reps):
         for p in (servers if rep % 2 == 0 else servers[::-1]):
             load(p.base, A)
-            unload(p.base, B)
             for disturb in (False, True):
-                tok_s, loads = trio.run(partial(_busy_while_loading, p.base, requests, max_tokens, index, disturb))
-                index += requests + 1
+                unload(p.base, B)
+                tok_s, span = trio.run(partial(_busy_while_loading, p.base, max_tokens, index, disturb, window))
+                index += 1000
                 out[p.name]["loading" if disturb else "alone"].append(tok_s)
                 if disturb:
-                    out[p.name]["loads"].append(loads)
+                    out[p.name]["load_s"].append(span)
                 print(f"  {p.name:12s} tok/s of {A} {'while ' + B + ' loads' if disturb else 'alone'}: {tok_s:.1f}"
-                      + (f" ({loads} loads)" if disturb else ""), flush=True)
+                      + (f" (the load took {span:.2f} s)" if disturb else ""), flush=True)
     return out
 
 
@@ -205,7 +218,7 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=8, help="requests of the busy model per tok/s measurement")
+    ap.add_argument("--window", type=float, default=8.0, help="seconds of the busy model's undisturbed tok/s measurement")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--write", default=None)
     args = ap.parse_args()
@@ -231,7 +244,7 @@ def main() -> None:
             load(p.base, B)
         resident = switching(servers, max(2, args.reps // 2))
         print(f"switching, both resident: { {k: round(med(v), 3) for k, v in resident.items()} }", flush=True)
-        busy = during_loads(servers, max(2, args.reps // 2), args.requests, args.max_tokens)
+        busy = during_loads(servers, max(3, args.reps // 2), args.max_tokens, args.window)
     finally:
         for p in servers:
             p.stop()
@@ -250,8 +263,8 @@ def main() -> None:
         f"Machine: {cpu}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}. Models: SmolLM2-135M-Instruct Q4_1 "
         f"(`{A}`) and Gemma 3 270M Q4_K_M (`{B}`) in one `--models-dir`; both servers with `-np {args.parallel} "
         f"-c {args.ctx} -t {args.threads}`, running at once, measurements alternating between them; medians. "
-        "llama-server's router runs each model as a child `llama-server` process; chimera loads each in "
-        "its own process, as a task of one nursery.",
+        "llama-server's router runs each model as a child `llama-server` process; chimera runs every "
+        "model in its one process, each a task of one nursery, and loads at nice +10.",
         "",
         "| measure | llama-server router | chimera | chimera / llama-server |",
         "|---|---|---|---|",
@@ -261,13 +274,15 @@ def main() -> None:
         f"{med(swap[ch]):.3f} | {med(swap[ch]) / med(swap[ls]):.2f} |",
         f"| switching A, B, A, B, both resident (s per 8-token request) | {med(resident[ls]):.3f} | "
         f"{med(resident[ch]):.3f} | {med(resident[ch]) / med(resident[ls]):.2f} |",
-        f"| tok/s of `{A}` (2 streams, {args.max_tokens} tokens each) alone | {med(busy[ls]['alone']):.1f} | "
-        f"{med(busy[ch]['alone']):.1f} | {med(busy[ch]['alone']) / med(busy[ls]['alone']):.2f} |",
-        f"| the same while `{B}` loads and unloads over and over | {med(busy[ls]['loading']):.1f} "
-        f"({med(busy[ls]['loads']):.0f} loads) | {med(busy[ch]['loading']):.1f} ({med(busy[ch]['loads']):.0f} loads) | "
+        f"| tok/s of `{A}` (2 streams of {args.max_tokens}-token answers), {args.window:.0f} s undisturbed | "
+        f"{med(busy[ls]['alone']):.1f} | {med(busy[ch]['alone']):.1f} | {med(busy[ch]['alone']) / med(busy[ls]['alone']):.2f} |",
+        f"| the same during one load of `{B}` (from the load request until it is listed as loaded) | "
+        f"{med(busy[ls]['loading']):.1f} | {med(busy[ch]['loading']):.1f} | "
         f"{med(busy[ch]['loading']) / med(busy[ls]['loading']):.2f} |",
-        f"| busy model's tok/s during the loads / alone (median of paired runs) | {ratio_busy[ls]:.2f} | "
+        f"| busy model's tok/s during the load / undisturbed (median of paired runs) | {ratio_busy[ls]:.2f} | "
         f"{ratio_busy[ch]:.2f} | |",
+        f"| seconds that load of `{B}` took while `{A}` streamed | {med(busy[ls]['load_s']):.2f} | "
+        f"{med(busy[ch]['load_s']):.2f} | {med(busy[ch]['load_s']) / med(busy[ls]['load_s']):.2f} |",
         f"| resident MB (server and children): before the first load → `{A}` loaded → after its unload | "
         f"{mem[ls][0]:.0f} → {mem[ls][1]:.0f} → {mem[ls][2]:.0f} | {mem[ch][0]:.0f} → {mem[ch][1]:.0f} → {mem[ch][2]:.0f} | "
         f"after − before: {mem[ls][2] - mem[ls][0]:+.0f} / {mem[ch][2] - mem[ch][0]:+.0f} MB |",

@@ -230,6 +230,13 @@ class Model:
     def is_eog(self, token: int) -> bool:
         return bool(self.ll.llama_vocab_is_eog(self.vocab, token))
 
+    def eog_tokens(self) -> frozenset[int]:
+        """Every end-of-generation token of the vocabulary. One call per token, keeping the GIL
+        (262,144 calls for Gemma 3: releasing and retaking the GIL on each took 0.24 s)."""
+        is_eog = self.native.hold.llama_vocab_is_eog
+        vocab = self.vocab
+        return frozenset(t for t in range(self.n_vocab) if is_eog(vocab, t))
+
     # -- text <-> tokens --------------------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         data = text.encode("utf-8")

@@ -45,6 +45,7 @@ def _held_functions(llama: Any) -> ctypes.PyDLL:
         ("llama_sampler_sample", [vp, vp, i32], i32),
         ("llama_get_logits_ith", [vp, i32], ctypes.POINTER(ctypes.c_float)),
         ("llama_memory_seq_rm", [vp, i32, i32, i32], ctypes.c_bool),
+        ("llama_vocab_is_eog", [vp, i32], ctypes.c_bool),
     ):
         fn = getattr(hold, name)
         fn.argtypes = args

@@ -45,7 +45,7 @@ class Stepper:
         self._sample = hold.llama_sampler_sample
         self._logits_ith = hold.llama_get_logits_ith
         self.seq_rm = hold.llama_memory_seq_rm
-        self.eog = frozenset(t for t in range(model.n_vocab) if model.is_eog(t))
+        self.eog = model.eog_tokens()
         self._cands: Any = None  # llama_token_data for every token, for post-sampling probabilities
         self.batch = self.ll.llama_batch_init(max(n_batch, n_slots), 0, 1)
         self._b = self.batch  # fields resolved once: the hot loop writes through these
