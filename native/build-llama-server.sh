@@ -2,7 +2,8 @@
 # Builds (or reuses) llama-server from the llama.cpp that the pinned llama-cpp-python vendors, with
 # the same CMake flags as the wheel, for `make bench` (the anchor chimera is measured against).
 # usage: native/build-llama-server.sh [BACKEND [TOOL]]   → prints the path of the binary
-#   TOOL: llama-server (default) or llama-batched-bench (the engine's own limit, for GPU benchmarks)
+#   TOOL: llama-server (default), ggml-rpc-server (llama.cpp's RPC helper, built with llama-server) or
+#         llama-batched-bench (the engine's own limit, for GPU benchmarks)
 set -euo pipefail
 BACKEND=${1:-cpu}
 TOOL=${2:-llama-server}
@@ -30,7 +31,7 @@ patch_llama_cpp "$SRC"
 # shellcheck disable=SC2086
 cmake -S "$SRC" -B "$WORK/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON $ARGS >&2
 # shellcheck disable=SC2046
-cmake --build "$WORK/build" --target llama-server $([ "$TOOL" != llama-server ] && echo "$TOOL") -j "$(nproc)" >&2
+cmake --build "$WORK/build" --target llama-server ggml-rpc-server $([ "$TOOL" != llama-server ] && [ "$TOOL" != ggml-rpc-server ] && echo "$TOOL") -j "$(nproc)" >&2
 rm -rf "$OUT.tmp"; mkdir -p "$OUT.tmp"
 cp -a "$WORK/build/bin" "$OUT.tmp/bin"
 rm -rf "$OUT"; mv "$OUT.tmp" "$OUT"; rm -rf "$WORK"

@@ -71,6 +71,20 @@ def setting_notes(settings: Settings) -> list[str]:
     return out
 
 
+def attach_rpc(settings: Settings) -> None:
+    """--rpc: greet every endpoint and register its devices before anything loads (a server that
+    does not answer is a ConfigError naming it: exit 2)."""
+    if not settings.rpc:
+        return
+    from .llm.native import load
+    from .llm.rpc import add_servers, parse_endpoint
+
+    mib = 1024 * 1024
+    for d in add_servers(load(), [parse_endpoint(x) for x in settings.rpc]):
+        print(f"chimera: RPC device {d['name']} at {d['description']}: {d['memory_total'] // mib} MiB "
+              f"({d['memory_free'] // mib} MiB free)", file=sys.stderr)
+
+
 def list_devices() -> int:
     """llama-server's --list-devices: every device the loaded backends offer."""
     from .llm.native import describe
@@ -149,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .rag.cli import add_parser as add_rag_parser
 
     add_rag_parser(sub)
+    from .rpcserver import add_parser as add_rpc_parser
+
+    add_rpc_parser(sub)
     sd = sub.add_parser("sd", help="generate an image with the same workers the server uses", **sub_kw)
     _add_sd_options(sd)
     shown = len(sub._choices_actions)
@@ -200,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = parse_settings(ns)
             for line in accepted_notes(list(argv) if argv is not None else sys.argv[1:]) + setting_notes(settings):
                 print(f"chimera: {line}", file=sys.stderr)
+            attach_rpc(settings)
             if settings.list_devices:
                 return list_devices()
             from .hub import fetch_for
@@ -208,7 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "info":
             from .info import collect_info
 
-            print(json.dumps(collect_info(parse_settings(ns)), indent=2))
+            settings = parse_settings(ns)
+            attach_rpc(settings)
+            print(json.dumps(collect_info(settings), indent=2))
             return 0
         if ns.command == "models":
             from .models import default_models_dir, prepare
@@ -222,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if ns.command == "pull":
             return pull_main(ns)
+        if ns.command == "rpc-server":
+            from .rpcserver import main as rpc_server_main
+
+            return rpc_server_main(ns)
         if ns.command in ("db", "chats"):
             from .store.cli import run_db_command
 

@@ -129,6 +129,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("main_gpu", ("-mg", "--main-gpu"), "the GPU for the whole model (-sm none) or for intermediate results (-sm row)"),
     Option("device", ("-dev", "--device"), "devices to use, comma-separated (none = CPU only); see --list-devices", kind="list", metavar="DEV"),
     Option("list_devices", ("--list-devices",), "print the devices and exit", kind="flag"),
+    Option("rpc", ("--rpc",), "RPC servers (`chimera rpc-server` or llama.cpp's rpc-server) whose devices take model layers with -ngl, comma-separated; checked at start", kind="list", metavar="HOST:PORT,..."),
     Option("rope_scaling", ("--rope-scaling",), "RoPE scaling: none | linear | yarn (default: the model's)"),
     Option("rope_scale", ("--rope-scale",), "RoPE context scaling factor (the context grows by this factor)"),
     Option("rope_freq_base", ("--rope-freq-base",), "RoPE base frequency (default: the model's)"),
@@ -319,6 +320,7 @@ class Settings(BaseModel):
     main_gpu: int = Field(0, ge=0)
     device: tuple[str, ...] = ()
     list_devices: bool = False
+    rpc: tuple[str, ...] = ()
     rope_scaling: Literal["none", "linear", "yarn"] | None = None
     rope_scale: float | None = Field(None, gt=0)
     rope_freq_base: float | None = Field(None, gt=0)
@@ -486,6 +488,15 @@ class Settings(BaseModel):
     def n_slots(self) -> int:
         """Slots: -np, or 4 when it is auto."""
         return DEFAULT_SLOTS if self.parallel < 1 else self.parallel
+
+    @field_validator("rpc")
+    @classmethod
+    def _rpc(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for x in v:  # llama.cpp's reading: the host is everything before the first colon
+            host, sep, port = x.partition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{x!r} is not HOST:PORT")
+        return v
 
     @field_validator("tensor_split", mode="before")
     @classmethod

@@ -214,6 +214,15 @@ class ModelFailed(Unavailable):
         super().__init__(f"model {model} failed to load: {reason}", retry_after=60, code="model_failed")
 
 
+class DeviceLost(Unavailable):
+    """A model whose layers were on a device that is gone (an RPC server that died): its
+    requests end with this until the server is restarted."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"model {model} lost a device: {reason}; restart the server once the RPC server is back",
+                         retry_after=60, code="device_lost")
+
+
 class InsufficientMemory(ChimeraError):
     """Loading a model would need more memory than is free, even after unloading idle ones."""
 

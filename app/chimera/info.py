@@ -105,6 +105,7 @@ class Live:
     audio: Any = None  # the AudioPool once its workers are up
     rag: Any = None  # the RagService once its embedder is loaded
     images: Any = None  # the ImagePool once its workers are up
+    device_lost: str | None = None  # an RPC server died (its devices' memory is not asked for)
 
 
 def modalities(st: Settings, live: Live) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def collect_info(settings: Settings, engines: dict[str, Any] | None = None, live
     from .llm import native
 
     live = live or Live()
-    llama = native.describe()
+    llama = native.describe(rpc_memory=live.device_lost is None)
     model = live.model
     if model is None and settings.model is not None:
         model = {"id": next(iter(settings.alias_names()), settings.model.name.removesuffix(".gguf")),

@@ -76,7 +76,7 @@ LLAMA_ENV: dict[str, str] = {
     "cache_type_v_draft": "LLAMA_ARG_SPEC_DRAFT_CACHE_TYPE_V", "hf_token": "HF_TOKEN",
     "model_url": "LLAMA_ARG_MODEL_URL", "offline": "LLAMA_ARG_OFFLINE", "tools": "LLAMA_ARG_TOOLS",
     "tools_runtime": "LLAMA_ARG_TOOLS_RUNTIME", "mcp_servers_config": "LLAMA_ARG_MCP_SERVERS_CONFIG",
-    "mcp_servers_json": "LLAMA_ARG_MCP_SERVERS_JSON",
+    "mcp_servers_json": "LLAMA_ARG_MCP_SERVERS_JSON", "rpc": "LLAMA_ARG_RPC",
 }
 
 

@@ -68,6 +68,8 @@ class Metrics:
 
         self.persist_errors = Counter("chimera_persist_errors", "Chat exchanges that could not be saved", registry=r)
         self.persisted = Counter("chimera_persisted_exchanges", "Chat exchanges saved", registry=r)
+        self.device_memory = Gauge("chimera_device_memory_bytes", "Memory of the RPC servers' devices (--rpc), as they report it",
+                                   ["device", "endpoint", "kind"], registry=r)
 
     def for_model(self, model: str) -> ModelMetrics:
         return ModelMetrics(self, model)

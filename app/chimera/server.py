@@ -37,6 +37,7 @@ from .services import Lifecycle, Services
 
 if TYPE_CHECKING:
     from .images.setup import ImageSetup
+    from .llm.rpc import DeviceGuard
     from .tools.toolbox import ToolBox
 
 log = logging.getLogger("chimera")
@@ -196,9 +197,12 @@ async def _probe(services: Services) -> None:
     services.engine_versions = await trio.to_thread.run_sync(probe_engines)
 
 
-async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(settings: Settings, *, guard: DeviceGuard | None = None,
+              task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     specs, default = await trio.to_thread.run_sync(catalog, settings)
     services = Services(settings=settings, api_keys=settings.api_keys())
+    if guard is not None:
+        _watch_devices(services, guard)
     services.models = ModelRegistry(
         specs, services.metrics, max_loaded=settings.models_max, max_queue=settings.max_queue, default=default,
         autoload=not settings.no_models_autoload,
@@ -258,6 +262,33 @@ async def run(settings: Settings, *, task_status: trio.TaskStatus[int] = trio.TA
         nursery.cancel_scope.cancel()
 
 
+def _watch_devices(services: Services, guard: DeviceGuard) -> None:
+    """--rpc: when an RPC server dies under a decode or a load, the models on its devices are
+    marked lost (their requests end with a clear error) and the rest of the server serves on."""
+    from .llm.native import load
+
+    token = trio.lowlevel.current_trio_token()
+
+    def mark(reason: str) -> None:  # trio thread
+        services.device_lost = reason
+        marked = services.require_models().device_lost(reason)
+        for engine in (services.reranker, services.rag.embedder if services.rag is not None else None):
+            if engine is not None and not engine.lost and services.settings.n_gpu_layers != 0:
+                engine.lost = True
+                engine.abort_all(Unavailable(f"lost a device: {reason}", retry_after=60, code="device_lost"))
+        log.error("%s: models %s are lost until the server is restarted", reason, ", ".join(marked) or "(none)")
+
+    def lost(message: str) -> None:  # the failing native thread, parked afterwards: it may block
+        dead = guard.which_lost()
+        reason = (f"the RPC server {', '.join(dead)} stopped answering" if dead else "an RPC server failed") + f" ({message})"
+        try:
+            token.run_sync_soon(mark, reason)
+        except trio.RunFinishedError:
+            pass
+
+    guard.install(load(), lost)
+
+
 async def _end_stragglers(services: Services) -> None:
     """When the grace period ends, end unfinished generations with a clear error; hypercorn
     gives their streams FLUSH_SECONDS more to write it, so clients get a final error event
@@ -270,8 +301,13 @@ async def _end_stragglers(services: Services) -> None:
 
 def serve_main(settings: Settings) -> int:
     setup_logging(settings.log_format, settings.verbose)
+    guard = None
+    if settings.rpc:
+        from .llm.rpc import DeviceGuard, parse_endpoint
+
+        guard = DeviceGuard([parse_endpoint(x) for x in settings.rpc])
     try:
-        trio.run(run, settings)
+        trio.run(partial(run, settings, guard=guard))
     except ConfigError:
         raise
     except KeyboardInterrupt:
@@ -281,4 +317,8 @@ def serve_main(settings: Settings) -> int:
         if config is None:
             raise
         raise config from None
+    if guard is not None and guard.lost:  # a parked native thread: exit-time destructors would wait on it
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

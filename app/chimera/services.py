@@ -58,6 +58,7 @@ class Services:
     images: ImagePool | None = None  # once its workers are up (--sd-model)
     tools: ToolBox | None = None  # --tools, --mcp-servers-json / --mcp-servers-config
     engine_versions: dict[str, Any] | None = None  # from the probe process, filled at start-up
+    device_lost: str | None = None  # an RPC server died (--rpc): why, and which
 
     @property
     def media_sources(self) -> MediaSources:

@@ -33,7 +33,6 @@ REFUSED: list[tuple[str, str]] = [
      "speculative decoding here is draft-simple and ngram-simple; this option belongs to another kind or to thread placement"),
     (r"hf-repo-v|hf-file-v|^-hfv|^-hffv", "text-to-speech vocoders are not supported"),
     (r"docker|^-dr$|^-cl$|--cache-list", "Docker Hub models are not supported; `chimera pull` downloads from Hugging Face and lists what it fetched"),
-    (r"^--rpc", "RPC devices are not built yet"),
     (r"override-tensor|^-ot|cpu-moe|n-cpu-moe|n-cpu-ffn|^-ncmoe|^-ncffn|^-cmoe", "tensor placement overrides are not built yet"),
     (r"checkpoint|ctx-checkpoints|cache-idle",
      "context checkpoints are not built: a slot reuses its cached prefix, and --cache-reuse moves matching chunks"),

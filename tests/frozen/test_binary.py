@@ -247,3 +247,31 @@ def test_pull_from_a_hub_stand_in(binary: Path, env: dict[str, str], tmp_path: P
         assert hub.gets("tiny-Q4_K_M.gguf")[-1].startswith("bytes=")  # resumed after the dropped connection
     finally:
         hub.stop()
+
+
+def test_rpc_server_and_serve_rpc(serve: type[FrozenServer], binary: Path, env: dict[str, str], smollm: Path) -> None:
+    """`chimera rpc-server` from the same file, and `serve --rpc` placing the layers on it."""
+    import socket
+
+    refused = run(binary, env, "rpc-server", "-H", "0.0.0.0", "-p", str(free_port()))
+    assert refused.returncode == 2 and "--allow-network" in refused.stderr
+    port = free_port()
+    helper = subprocess.Popen([str(binary), "rpc-server", "-p", str(port), "-t", "1"], env=env, cwd="/",
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert helper.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        s = serve("-m", str(smollm), "-c", "512", "-np", "1", "--rpc", f"127.0.0.1:{port}", "-ngl", "99").wait_ready()
+        r = s.client().completions.create(model="any", prompt="Once upon a time", max_tokens=8, temperature=0)
+        assert r.usage.completion_tokens == 8
+        devices = httpx.get(s.base + "/v1/chimera/info", timeout=60).json()["llama_cpp"]["devices"]
+        assert [d["description"] for d in devices if d["rpc"]] == [f"127.0.0.1:{port}"]
+        assert s.shutdown() == 0, s.output()
+    finally:
+        helper.kill()
+        helper.wait()

@@ -25,6 +25,8 @@ async def health() -> Response:
     s = services()
     if s.lifecycle.load_error:
         return json_response({"status": "error", "error": s.lifecycle.load_error}, status=503)
+    if s.device_lost:  # the models on other devices, and everything else, still serve
+        return json_response({"status": "error", "error": s.device_lost}, status=503)
     if (not s.lifecycle.ready or (s.settings.whisper_model is not None and s.audio is None)
             or (s.settings.sd_enabled() and s.images is None)):
         return json_response({"status": "loading"}, status=503, headers={"Retry-After": "1"})
@@ -36,7 +38,7 @@ def _live(s: Services) -> Live:
     main = registry.hosted.get(registry.default) if registry.default else None
     model = {"id": main.id, "path": str(main.spec.path)} if main is not None else None
     return Live(uptime_s=round(time.time() - s.lifecycle.started_at, 3), ready=s.lifecycle.ready, model=model,
-                audio=s.audio, rag=s.rag, images=s.images)
+                audio=s.audio, rag=s.rag, images=s.images, device_lost=s.device_lost)
 
 
 @blueprint.get("/props")
@@ -98,9 +100,21 @@ async def metrics() -> Response:
     if s.models is not None:
         for engine in s.models.engines():
             engine.update_gauges()
+    if s.settings.rpc and s.device_lost is None:  # asking a dead RPC server would wait for ever
+        await trio.to_thread.run_sync(_rpc_memory, s)
     r = Response(s.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
     r.headers["Process-Start-Time-Unix"] = str(int(s.metrics.started))  # as llama-server sends it
     return r
+
+
+def _rpc_memory(s: Services) -> None:
+    """Worker thread: each RPC device's memory (a round trip to its server) into the gauges."""
+    from ..llm.native import device_list, load
+
+    for d in device_list(load()):
+        if d["rpc"]:
+            for kind in ("total", "free"):
+                s.metrics.device_memory.labels(d["name"], d["description"], kind).set(d[f"memory_{kind}"])
 
 
 @blueprint.get("/v1/chimera/info")

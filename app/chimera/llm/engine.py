@@ -86,6 +86,7 @@ class Engine:
         self.n_batch = int(self.ll.llama_n_batch(ctx))
         self.slots = [Slot(i) for i in range(self.n_slots)]
         self.stepper = Stepper(model, ctx, self.n_batch, self.n_slots, plan.n_ctx_slot, metrics)
+        self.stepper.sync_after_decode = bool(settings.rpc)
         self.context_shift = settings.context_shift and not settings.embeddings and self.stepper.can_shift()
         # --cache-reuse: chunks of a slot's cache moved into place by KV shifting (not with M-RoPE)
         self.cache_reuse = settings.cache_reuse if (not settings.embeddings and self.stepper.can_shift()) else 0
@@ -103,6 +104,7 @@ class Engine:
         self._idle = threading.Event()  # cleared while the engine thread runs
         self._idle.set()
         self._stop = False
+        self.lost = False  # a device under it is gone (an RPC server died): its thread is stuck for good
         self._abort: ChimeraError | None = None
         self._outbox: list[Event] = []
         self._bell = Doorbell()
@@ -385,6 +387,8 @@ class Engine:
         return box["result"]
 
     async def run(self) -> None:
+        if self.lost:
+            return
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._bell.serve)
@@ -395,8 +399,10 @@ class Engine:
             self._work.set()
             # the thread ends after its current step: wait for that, or the process could exit
             # (and unload the native libraries) under a running decode, which dies with SIGSEGV
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._idle.wait, 120)
+            # (a lost engine's step never ends: the process then ends with os._exit)
+            if not self.lost:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._idle.wait, 120)
 
     def _deliver(self, events: list[Event]) -> None:
         """Trio thread: put a step's events into the requests' channels."""

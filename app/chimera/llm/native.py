@@ -67,6 +67,10 @@ def _declare(ggml: ctypes.CDLL) -> None:
         "ggml_backend_dev_type": ([vp], ctypes.c_int),
         "ggml_backend_dev_memory": ([vp, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)], None),
         "ggml_backend_reg_get_proc_address": ([vp, cp], vp),
+        "ggml_backend_reg_by_name": ([cp], vp),
+        "ggml_backend_register": ([vp], None),
+        "ggml_backend_dev_by_name": ([cp], vp),
+        "ggml_backend_dev_by_type": ([ctypes.c_int], vp),
     }
     for name, (args, res) in sigs.items():
         fn = getattr(ggml, name)
@@ -161,7 +165,31 @@ def build_info() -> str:
     return f"b0-{(load().llama.llama_version() or b'').decode()}"
 
 
-def describe() -> dict[str, Any]:
+def device_list(n: Native, rpc_memory: bool = True) -> list[dict[str, Any]]:
+    """Every ggml device with its memory; `rpc`: a device of an RPC server (`--rpc`), whose
+    description is its endpoint. rpc_memory False: RPC devices are not asked (after an RPC
+    server died, asking would wait for ever); their memory is None."""
+    g = n.ggml
+    out = []
+    for i in range(g.ggml_backend_dev_count()):
+        dev = g.ggml_backend_dev_get(i)
+        name = g.ggml_backend_dev_name(dev).decode()
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        asked = rpc_memory or not name.startswith("RPC")
+        if asked:
+            g.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        out.append({
+            "name": name,
+            "description": g.ggml_backend_dev_description(dev).decode(errors="replace"),
+            "type": _DEV_TYPES.get(g.ggml_backend_dev_type(dev), "unknown"),
+            "memory_total": total.value if asked else None,
+            "memory_free": free.value if asked else None,
+            "rpc": name.startswith("RPC"),
+        })
+    return out
+
+
+def describe(rpc_memory: bool = True) -> dict[str, Any]:
     """Versions, loaded backends, devices and CPU features, for /v1/chimera/info."""
     import importlib.metadata
 
@@ -173,18 +201,7 @@ def describe() -> dict[str, Any]:
         name = g.ggml_backend_reg_name(reg).decode()
         backends.append(name)
         features[name] = backend_features(n, reg)
-    devices = []
-    for i in range(g.ggml_backend_dev_count()):
-        dev = g.ggml_backend_dev_get(i)
-        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
-        g.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        devices.append({
-            "name": g.ggml_backend_dev_name(dev).decode(),
-            "description": g.ggml_backend_dev_description(dev).decode(errors="replace"),
-            "type": _DEV_TYPES.get(g.ggml_backend_dev_type(dev), "unknown"),
-            "memory_total": total.value,
-            "memory_free": free.value,
-        })
+    devices = device_list(n, rpc_memory)
     variants = sorted(p.name for p in n.lib_dir.glob("libggml-cpu-*"))
     return {
         "binding": importlib.metadata.version("llama-cpp-python"),

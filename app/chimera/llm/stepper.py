@@ -40,6 +40,10 @@ class Stepper:
         self.n_ctx_slot = n_ctx_slot
         self.metrics = metrics
         self.context_shift = False  # a generation at the end of its context is shifted, not ended
+        # wait for the backends right after each decode, with the GIL released (--rpc): reading
+        # the logits would otherwise wait for them holding the GIL, and an RPC server that dies
+        # meanwhile reports it from a thread that needs the GIL (DeviceGuard): a deadlock
+        self.sync_after_decode = False
         self.mtmd: Any = None  # the projector context, with --mmproj
         hold = model.native.hold
         self._sample = hold.llama_sampler_sample
@@ -69,6 +73,8 @@ class Stepper:
         self.batch.n_tokens = n
         t0 = time.perf_counter()
         rc = int(self.ll.llama_decode(self.ctx, self.batch))
+        if self.sync_after_decode and rc == 0:
+            self.ll.llama_synchronize(self.ctx)
         self.metrics.decode_seconds.inc(time.perf_counter() - t0)
         return rc
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import trio
 
-from ..errors import InsufficientMemory, ModelFailed, ModelNotFound, ModelNotLoaded, Overloaded, Unavailable
+from ..errors import DeviceLost, InsufficientMemory, ModelFailed, ModelNotFound, ModelNotLoaded, Overloaded, Unavailable
 from ..llm.context import MEMORY_MARGIN, kv_bytes_per_token, plan_for
 from ..llm.ranking import POOLING
 from .catalog import ModelSpec
@@ -57,6 +57,7 @@ class Hosted:
     progress: float = 0.0
     load_seconds: float = 0.0
     unloading: bool = False
+    lost: bool = False  # its device is gone: failed for good, its engine thread abandoned
     scope: trio.CancelScope | None = None
     stopped: trio.Event = field(default_factory=trio.Event)
     loads: int = 0
@@ -107,6 +108,7 @@ class ModelRegistry:
         self._loader = loader or engine_loader(metrics)
         self._free_memory = free_memory or _available_memory
         self._changed = trio.Event()
+        self._lost = trio.Event()  # a device under the models died (device_lost)
         self._nursery: trio.Nursery | None = None
         self._listeners: list[trio.MemorySendChannel[dict[str, Any]]] = []
 
@@ -222,13 +224,46 @@ class ModelRegistry:
             # frees it: a reader on the trio thread must never touch a context being freed
             h.scope, h.engine, h.unloading = None, None, True
             self._notify()
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(engine.close)
-            h.state, h.unloading, h.progress = "unloaded", False, 0.0
+            if not engine.lost:  # a lost engine's thread never returns: nothing can be freed
+                with trio.CancelScope(shield=True):
+                    await self._close(engine)
+            h.state, h.unloading, h.progress = ("failed" if h.lost else "unloaded"), False, 0.0
             self.metrics.model_loaded.labels(h.id).set(0)
             log.info("model %s unloaded", h.id)
             self._notify(h)
             h.stopped.set()
+
+    async def _close(self, engine: Engine) -> None:
+        """Free an engine in a worker thread; abandoned (and leaked) if a device dies meanwhile,
+        since freeing buffers on a dead RPC server would wait for ever."""
+        async with trio.open_nursery() as n:
+            async def close() -> None:
+                await trio.to_thread.run_sync(engine.close, abandon_on_cancel=True)
+                n.cancel_scope.cancel()
+
+            n.start_soon(close)
+            await self._lost.wait()
+            n.cancel_scope.cancel()
+
+    def device_lost(self, reason: str) -> list[str]:
+        """Trio thread: a device under the models is gone (an RPC server died, and the thread
+        that talked to it is parked for good). Every model loaded or loading on devices is
+        marked lost: its requests end with DeviceLost, its engine thread (stuck in native code)
+        is abandoned and never freed. Models on the CPU alone (-ngl 0) serve on. Returns the
+        ids marked."""
+        self._lost.set()
+        marked = []
+        for h in self.hosted.values():
+            if h.state not in ("loaded", "loading") or h.spec.settings.n_gpu_layers == 0:
+                continue
+            h.lost, h.state, h.error = True, "failed", reason
+            if h.engine is not None:
+                h.engine.lost = True
+                h.engine.abort_all(DeviceLost(h.id, reason))
+            self.metrics.model_loaded.labels(h.id).set(0)
+            marked.append(h.id)
+        self._notify()
+        return marked
 
     # -- requests ------------------------------------------------------------------------------
     async def acquire(self, name: str | None, keep_alive: float | None = None, *, load: bool | None = None) -> Lease:
@@ -243,6 +278,8 @@ class ModelRegistry:
         h.waiting += 1
         try:
             while not (h.state == "loaded" and not h.unloading):
+                if h.lost:
+                    raise DeviceLost(h.id, h.error or "")
                 if h.state == "failed":
                     raise ModelFailed(h.id, h.error or "")
                 if h.state == "unloaded" and not autoload:
@@ -272,6 +309,8 @@ class ModelRegistry:
     async def load(self, name: str) -> Hosted:
         """Load a model (POST /models/load); a failed one is tried again."""
         h = self.resolve(name)
+        if h.lost:
+            raise DeviceLost(h.id, h.error or "")
         if h.state == "failed":
             h.state, h.error = "unloaded", None
         lease = await self.acquire(h.id, load=True)

@@ -1,0 +1,147 @@
+"""llama.cpp's RPC backend from the same executable: two local `chimera rpc-server` helpers and
+`chimera serve --rpc` with the model's layers on them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import REPO, Server, free_port
+
+PROMPT = [{"role": "user", "content": "Name three colours of the rainbow."}]
+
+
+class Helper:
+    """`chimera rpc-server` on a free loopback port."""
+
+    def __init__(self, *extra: str) -> None:
+        self.port = free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="chimera-rpc-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([sys.executable, "-m", "chimera", "rpc-server", "-p", str(self.port), "-t", "1", *extra],
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60) -> Helper:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.output()
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.1)
+        raise AssertionError(f"rpc-server not listening after {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def helpers() -> Iterator[list[Helper]]:
+    hs = [Helper(), Helper()]
+    try:
+        yield [h.wait_ready() for h in hs]
+    finally:
+        for h in hs:
+            h.stop()
+
+
+def greedy(s: Server, n: int = 24) -> str:
+    r = s.http().post("/v1/chat/completions", json={"messages": PROMPT, "max_tokens": n, "temperature": 0})
+    assert r.status_code == 200, r.text
+    return str(r.json()["choices"][0]["message"]["content"])
+
+
+def test_layers_on_two_helpers_match_a_local_run(helpers: list[Helper], start_server: type[Server], smollm: Path) -> None:
+    local = start_server("-m", str(smollm), "-c", "1024", "-np", "1").wait_ready()
+    want = greedy(local)
+    local.stop()
+    rpc = ",".join(h.endpoint for h in helpers)
+    s = start_server("-m", str(smollm), "-c", "1024", "-np", "1", "--rpc", rpc, "-ngl", "99").wait_ready()
+    assert greedy(s) == want
+    # the devices, with the memory their servers report
+    info = s.http().get("/v1/chimera/info").json()
+    devs = [d for d in info["llama_cpp"]["devices"] if d["rpc"]]
+    assert sorted(d["description"] for d in devs) == sorted(h.endpoint for h in helpers)
+    assert all(d["memory_total"] > 0 for d in devs)
+    metrics = s.http().get("/metrics").text
+    for d in devs:
+        assert f'chimera_device_memory_bytes{{device="{d["name"]}",endpoint="{d["description"]}",kind="total"}}' in metrics
+    assert "RPC device" in s.output() and helpers[0].endpoint in s.output()
+    # (that the layers really are on the helpers: killing one breaks the model, below)
+
+
+def test_unreachable_endpoint_is_a_clear_error(start_server: type[Server], smollm: Path) -> None:
+    closed = free_port()
+    t0 = time.monotonic()
+    s = start_server("-m", str(smollm), "--rpc", f"127.0.0.1:{closed}", "-ngl", "99")
+    assert s.proc.wait(60) == 2, s.output()
+    assert time.monotonic() - t0 < 30
+    assert f"--rpc 127.0.0.1:{closed}: unreachable" in s.output()
+    bad = start_server("-m", str(smollm), "--rpc", "nohostport")
+    assert bad.proc.wait(60) == 2 and "not HOST:PORT" in bad.output()
+
+
+def test_not_an_rpc_server(start_server: type[Server], smollm: Path) -> None:
+    """Something else listens there (an HTTP server): refused by name, llama.cpp never sees it."""
+    other = start_server("-m", str(smollm), "-c", "512", "-np", "1").wait_ready()
+    s = start_server("-m", str(smollm), "--rpc", f"127.0.0.1:{other.port}", "-ngl", "99")
+    assert s.proc.wait(60) == 2, s.output()
+    assert f"--rpc 127.0.0.1:{other.port}:" in s.output()
+
+
+def test_helper_killed_mid_stream(helpers: list[Helper], start_server: type[Server], smollm: Path) -> None:
+    rpc = ",".join(h.endpoint for h in helpers)
+    s = start_server("-m", str(smollm), "-c", "2048", "-np", "2", "--rpc", rpc, "-ngl", "99").wait_ready()
+    body = {"messages": PROMPT, "max_tokens": 400, "ignore_eos": True, "stream": True}
+    events: list[dict[str, object]] = []
+    with s.http().stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            events.append(json.loads(line[6:]))
+            if len(events) == 5:
+                helpers[1].proc.send_signal(signal.SIGKILL)
+    assert len(events) < 400
+    err = events[-1].get("error")
+    assert isinstance(err, dict) and helpers[1].endpoint in str(err["message"]) and "RPC" in str(err["message"]), events[-1]
+    # the server is up, says what happened, and answers the model's requests with the reason
+    h = httpx.get(s.base + "/health", timeout=10)
+    assert h.status_code == 503 and helpers[1].endpoint in h.json()["error"]
+    r2 = s.http().post("/v1/chat/completions", json={"messages": PROMPT, "max_tokens": 4})
+    assert r2.status_code == 503 and r2.json()["error"]["code"] == "device_lost", r2.text
+    listed = s.http().get("/v1/models").json()["data"]
+    assert listed[0]["status"]["value"] == "failed"
+    info = s.http().get("/v1/chimera/info", timeout=30)
+    assert info.status_code == 200  # the dead device's memory is not asked for (that would wait for ever)
+    assert s.stop() == 0
+
+
+def test_rpc_server_refuses_a_network_bind_without_the_flag(tmp_path: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "chimera", "rpc-server", "-H", "0.0.0.0", "-p", str(free_port())],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert p.returncode == 2 and "--allow-network" in p.stderr and "no authentication" in p.stderr
+    # with the flag it listens, after upstream's warning
+    h = Helper("-H", "0.0.0.0", "--allow-network", "--cache", "--cache-dir", str(tmp_path / "c"))
+    try:
+        h.wait_ready()
+        assert "Never expose the RPC server to an open network" in h.output()
+        assert (tmp_path / "c").is_dir()
+    finally:
+        h.stop()
