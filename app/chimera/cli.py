@@ -8,12 +8,15 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .config import OPTIONS, Settings, resolve
 from .errors import ConfigError
 from .llama_flags import ACCEPTED
+
+if TYPE_CHECKING:
+    from .llm.rpc import RpcDevices
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,18 +74,23 @@ def setting_notes(settings: Settings) -> list[str]:
     return out
 
 
-def attach_rpc(settings: Settings) -> None:
+def attach_rpc(settings: Settings) -> RpcDevices | None:
     """--rpc: greet every endpoint and register its devices before anything loads (a server that
     does not answer is a ConfigError naming it: exit 2)."""
     if not settings.rpc:
-        return
-    from .llm.native import load
-    from .llm.rpc import add_servers, parse_endpoint
+        return None
+    from .llm.native import device_list, load
+    from .llm.rpc import RpcDevices, parse_endpoint
 
+    servers = RpcDevices()
+    native = load()
+    servers.add(native, [parse_endpoint(x) for x in settings.rpc])
     mib = 1024 * 1024
-    for d in add_servers(load(), [parse_endpoint(x) for x in settings.rpc]):
-        print(f"chimera: RPC device {d['name']} at {d['description']}: {d['memory_total'] // mib} MiB "
-              f"({d['memory_free'] // mib} MiB free)", file=sys.stderr)
+    for d in device_list(native):
+        if d["rpc"]:
+            print(f"chimera: RPC device {d['name']} at {d['description']}: {d['memory_total'] // mib} MiB "
+                  f"({d['memory_free'] // mib} MiB free)", file=sys.stderr)
+    return servers
 
 
 def list_devices() -> int:
@@ -217,12 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = parse_settings(ns)
             for line in accepted_notes(list(argv) if argv is not None else sys.argv[1:]) + setting_notes(settings):
                 print(f"chimera: {line}", file=sys.stderr)
-            attach_rpc(settings)
+            servers = attach_rpc(settings)
             if settings.list_devices:
                 return list_devices()
             from .hub import fetch_for
 
-            return serve_main(fetch_for(settings))
+            return serve_main(fetch_for(settings), servers)
         if ns.command == "info":
             from .info import collect_info
 

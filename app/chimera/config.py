@@ -489,6 +489,11 @@ class Settings(BaseModel):
         """Slots: -np, or 4 when it is auto."""
         return DEFAULT_SLOTS if self.parallel < 1 else self.parallel
 
+    @field_validator("rpc", mode="before")
+    @classmethod
+    def _rpc_list(cls, v: Any) -> Any:
+        return tuple(x.strip() for x in v.split(",") if x.strip()) if isinstance(v, str) else v
+
     @field_validator("rpc")
     @classmethod
     def _rpc(cls, v: tuple[str, ...]) -> tuple[str, ...]:

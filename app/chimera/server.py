@@ -32,12 +32,12 @@ from .http.resumable import ResumableStreams
 from .logs import setup_logging
 from .registry.catalog import ModelSpec
 from .registry.catalog import build as build_catalog
-from .registry.registry import ModelRegistry
+from .registry.registry import ModelRegistry, engine_loader
 from .services import Lifecycle, Services
 
 if TYPE_CHECKING:
     from .images.setup import ImageSetup
-    from .llm.rpc import DeviceGuard
+    from .llm.rpc import DeviceGuard, RpcDevices
     from .tools.toolbox import ToolBox
 
 log = logging.getLogger("chimera")
@@ -201,10 +201,12 @@ async def run(settings: Settings, *, guard: DeviceGuard | None = None,
               task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     specs, default = await trio.to_thread.run_sync(catalog, settings)
     services = Services(settings=settings, api_keys=settings.api_keys())
-    if guard is not None:
+    loader = None
+    if guard is not None and any(spec.settings.rpc for spec in specs):
         _watch_devices(services, guard)
+        loader = engine_loader(services.metrics, guard.servers)
     services.models = ModelRegistry(
-        specs, services.metrics, max_loaded=settings.models_max, max_queue=settings.max_queue, default=default,
+        specs, services.metrics, loader=loader, max_loaded=settings.models_max, max_queue=settings.max_queue, default=default,
         autoload=not settings.no_models_autoload,
         idle_seconds=None if settings.sleep_idle_seconds < 0 else settings.sleep_idle_seconds)
     if settings.persist_chats:
@@ -269,11 +271,12 @@ def _watch_devices(services: Services, guard: DeviceGuard) -> None:
 
     token = trio.lowlevel.current_trio_token()
 
-    def mark(reason: str) -> None:  # trio thread
+    def mark(reason: str, dead: list[str]) -> None:  # trio thread
         services.device_lost = reason
-        marked = services.require_models().device_lost(reason)
+        marked = services.require_models().device_lost(reason, dead)
+        on_dead = not dead or bool(set(services.settings.rpc) & set(dead))
         for engine in (services.reranker, services.rag.embedder if services.rag is not None else None):
-            if engine is not None and not engine.lost and services.settings.n_gpu_layers != 0:
+            if engine is not None and not engine.lost and services.settings.n_gpu_layers != 0 and on_dead:
                 engine.lost = True
                 engine.abort_all(Unavailable(f"lost a device: {reason}", retry_after=60, code="device_lost"))
         log.error("%s: models %s are lost until the server is restarted", reason, ", ".join(marked) or "(none)")
@@ -282,7 +285,7 @@ def _watch_devices(services: Services, guard: DeviceGuard) -> None:
         dead = guard.which_lost()
         reason = (f"the RPC server {', '.join(dead)} stopped answering" if dead else "an RPC server failed") + f" ({message})"
         try:
-            token.run_sync_soon(mark, reason)
+            token.run_sync_soon(mark, reason, dead)
         except trio.RunFinishedError:
             pass
 
@@ -299,13 +302,12 @@ async def _end_stragglers(services: Services) -> None:
         engine.abort_all(Unavailable("the server is shutting down", retry_after=5, code="shutting_down"))
 
 
-def serve_main(settings: Settings) -> int:
-    setup_logging(settings.log_format, settings.verbose)
-    guard = None
-    if settings.rpc:
-        from .llm.rpc import DeviceGuard, parse_endpoint
+def serve_main(settings: Settings, servers: RpcDevices | None = None) -> int:
+    """`servers`: the RPC servers the CLI registered for --rpc (models' presets may add more)."""
+    from .llm.rpc import DeviceGuard, RpcDevices
 
-        guard = DeviceGuard([parse_endpoint(x) for x in settings.rpc])
+    setup_logging(settings.log_format, settings.verbose)
+    guard = DeviceGuard(servers or RpcDevices())
     try:
         trio.run(partial(run, settings, guard=guard))
     except ConfigError:
@@ -317,7 +319,7 @@ def serve_main(settings: Settings) -> int:
         if config is None:
             raise
         raise config from None
-    if guard is not None and guard.lost:  # a parked native thread: exit-time destructors would wait on it
+    if guard.lost:  # a parked native thread: exit-time destructors would wait on it
         logging.shutdown()
         sys.stderr.flush()
         os._exit(0)

@@ -145,3 +145,45 @@ def test_rpc_server_refuses_a_network_bind_without_the_flag(tmp_path: Path) -> N
         assert (tmp_path / "c").is_dir()
     finally:
         h.stop()
+
+
+def test_preset_rpc_key_per_model(helpers: list[Helper], start_server: type[Server], smollm: Path, tmp_path: Path) -> None:
+    """The preset's `rpc` key: one model on a helper, another on this machine alone; a helper
+    that dies takes only its model; a model whose helper does not answer fails alone, naming it."""
+    from conftest import shared_model
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "remote.gguf").symlink_to(smollm)
+    (models / "local.gguf").symlink_to(shared_model("tiny-random-llama-spm.gguf"))
+    (models / "nowhere.gguf").symlink_to(smollm)
+    closed = free_port()
+    preset = tmp_path / "preset.toml"
+    preset.write_text(f'[defaults]\nctx-size = 1024\nparallel = 1\n\n[remote]\nrpc = "{helpers[0].endpoint}"\n\n'
+                      f'[nowhere]\nrpc = ["127.0.0.1:{closed}"]\n')
+    s = start_server("--models-dir", str(models), "--models-preset", str(preset), "-ngl", "99").wait_ready()
+    http = s.http()
+
+    def ask(model: str, n: int = 12) -> httpx.Response:
+        return http.post("/v1/chat/completions", json={"model": model, "messages": PROMPT, "max_tokens": n, "temperature": 0})
+
+    assert ask("local").status_code == 200
+    # nothing registered yet: the helper's devices come with the model that names it
+    devs = http.get("/v1/chimera/info").json()["llama_cpp"]["devices"]
+    assert not [d for d in devs if d["rpc"]]
+    r = ask("remote", 24)
+    assert r.status_code == 200, r.text
+    devs = http.get("/v1/chimera/info").json()["llama_cpp"]["devices"]
+    assert [d["description"] for d in devs if d["rpc"]] == [helpers[0].endpoint]
+    bad = ask("nowhere")
+    assert bad.status_code == 503 and f"127.0.0.1:{closed}" in bad.json()["error"]["message"], bad.text
+    # the remote model's helper dies: that model is lost, the local one serves on
+    helpers[0].proc.kill()
+    helpers[0].proc.wait()
+    lost = ask("remote")  # its decode meets the dead helper
+    assert lost.status_code == 503 and lost.json()["error"]["code"] == "device_lost", lost.text
+    again = ask("remote")
+    assert again.status_code == 503 and again.json()["error"]["code"] == "device_lost", again.text
+    assert helpers[0].endpoint in again.json()["error"]["message"]
+    assert ask("local").status_code == 200
+    assert s.stop() == 0

@@ -95,22 +95,58 @@ def _rpc_reg(native: Native) -> Any:
     return reg
 
 
-def add_servers(native: Native, endpoints: list[Endpoint]) -> list[dict[str, Any]]:
-    """Greet each endpoint, then register its devices with ggml (as llama-server's --rpc does), so
-    every model loaded afterwards places layers on them. Returns the RPC devices, as describe()
-    lists devices. Blocking (network): not on the trio thread."""
-    reg = _rpc_reg(native)
-    for ep in endpoints:
-        hello(ep)
-    add = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(
-        native.ggml.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_rpc_add_server"))
-    for ep in endpoints:
-        server_reg = add(str(ep).encode())
-        if not server_reg:
-            raise RpcUnreachable(str(ep), "offers no devices")
-        native.ggml.ggml_backend_register(server_reg)
-        log.info("RPC server %s registered", ep)
-    return [d for d in device_list(native) if d["rpc"]]
+class RpcDevices:
+    """The RPC servers this process has registered with ggml, and which devices each brought.
+    Built once per process (the CLI for --rpc, the model loader for a preset's `rpc` key); ggml's
+    registry is process-wide, so a server is registered once and a model then picks its devices
+    by endpoint. Thread-safe: models load in worker threads."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self.devices: dict[str, list[str]] = {}  # endpoint → ggml device names (RPC0, RPC1, ...)
+
+    def add(self, native: Native, endpoints: list[Endpoint]) -> None:
+        """Greet each endpoint not registered yet, then register its devices (as llama-server's
+        --rpc does). Blocking (network): never on the trio thread."""
+        with self._lock:
+            new = [ep for ep in endpoints if str(ep) not in self.devices]
+            if not new:
+                return
+            reg = _rpc_reg(native)
+            for ep in new:
+                hello(ep)
+            add = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(
+                native.ggml.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_rpc_add_server"))
+            for ep in new:
+                server_reg = add(str(ep).encode())
+                if not server_reg:
+                    raise RpcUnreachable(str(ep), "offers no devices")
+                native.ggml.ggml_backend_register(server_reg)
+                self.devices[str(ep)] = [d["name"] for d in device_list(native, rpc_memory=False)
+                                         if d["rpc"] and d["description"] == str(ep)]
+                log.info("RPC server %s registered: %s", ep, ", ".join(self.devices[str(ep)]))
+
+    def endpoints(self) -> list[Endpoint]:
+        with self._lock:
+            return [parse_endpoint(e) for e in self.devices]
+
+    def devices_for(self, native: Native, endpoints: tuple[str, ...], chosen: tuple[str, ...]) -> tuple[str, ...]:
+        """The --device list for a model whose RPC servers are `endpoints` (after add()), where
+        other models may have registered others: its servers' devices first (as llama.cpp orders
+        them), then this machine's non-CPU devices; `chosen`: the model's own --device list,
+        kept, with its servers' devices added. () where nothing needs picking: every registered
+        RPC server is the model's, and it chose no devices (llama.cpp's default is then right)."""
+        with self._lock:
+            mine = [name for ep in endpoints for name in self.devices.get(ep, [])]
+            others = [name for ep, names in self.devices.items() if ep not in endpoints for name in names]
+        if not others and not chosen:
+            return ()
+        if chosen:
+            return tuple(dict.fromkeys([*mine, *(c for c in chosen if c.lower() != "none")])) or ("none",)
+        local = [d["name"] for d in device_list(native, rpc_memory=False) if not d["rpc"] and d["type"] not in ("cpu", "accel")]
+        return tuple(mine + local) or ("none",)
 
 
 def serve(native: Native, host: str, port: int, threads: int, device_names: list[str], cache_dir: str | None) -> None:
@@ -157,8 +193,8 @@ class DeviceGuard:
     A process whose guard fired must end with os._exit: the RPC backend's exit-time destructors
     would join the parked thread."""
 
-    def __init__(self, endpoints: list[Endpoint]) -> None:
-        self.endpoints = endpoints
+    def __init__(self, servers: RpcDevices) -> None:
+        self.servers = servers
         self.lost: str | None = None
         self._keep: Any = None
 
@@ -186,7 +222,7 @@ class DeviceGuard:
     def which_lost(self) -> list[str]:
         """The endpoints that no longer answer a HELLO (blocking: a worker thread)."""
         dead = []
-        for ep in self.endpoints:
+        for ep in self.servers.endpoints():
             try:
                 hello(ep, timeout=2.0)
             except RpcUnreachable:

@@ -37,7 +37,7 @@ from ..errors import ConfigError
 PER_MODEL = frozenset({
     "ctx_size", "parallel", "batch_size", "ubatch_size", "threads", "threads_batch", "n_gpu_layers", "flash_attn",
     "mmproj", "chat_template", "chat_template_file", "reasoning_format", "reasoning_budget", "lora", "lora_scaled",
-    "lora_init_without_apply", "embeddings", "reranking",
+    "lora_init_without_apply", "embeddings", "reranking", "rpc",
 })
 PRESET_ONLY = frozenset({"model", "alias", "tags", "load-on-startup", "pin", "keep-alive", "stop-timeout"})
 _KEYS: dict[str, str] = {flag.lstrip("-"): o.dest for o in OPTIONS if o.dest in PER_MODEL for flag in o.flags}

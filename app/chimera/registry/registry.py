@@ -36,6 +36,7 @@ from .catalog import ModelSpec
 
 if TYPE_CHECKING:
     from ..llm.engine import Engine
+    from ..llm.rpc import RpcDevices
     from ..metrics import Metrics
 
 log = logging.getLogger("chimera.registry")
@@ -245,16 +246,18 @@ class ModelRegistry:
             await self._lost.wait()
             n.cancel_scope.cancel()
 
-    def device_lost(self, reason: str) -> list[str]:
+    def device_lost(self, reason: str, dead: list[str]) -> list[str]:
         """Trio thread: a device under the models is gone (an RPC server died, and the thread
         that talked to it is parked for good). Every model loaded or loading on devices is
         marked lost: its requests end with DeviceLost, its engine thread (stuck in native code)
-        is abandoned and never freed. Models on the CPU alone (-ngl 0) serve on. Returns the
-        ids marked."""
+        is abandoned and never freed. Models on the CPU alone (-ngl 0), and models on other RPC
+        servers than the `dead` ones (when known), serve on. Returns the ids marked."""
         self._lost.set()
         marked = []
         for h in self.hosted.values():
             if h.state not in ("loaded", "loading") or h.spec.settings.n_gpu_layers == 0:
+                continue
+            if not h.spec.settings.rpc or (dead and not set(h.spec.settings.rpc) & set(dead)):
                 continue
             h.lost, h.state, h.error = True, "failed", reason
             if h.engine is not None:
@@ -461,13 +464,25 @@ def at_low_priority(fn: Callable[[], T]) -> T:
     return out[0]
 
 
-def engine_loader(metrics: Metrics) -> Callable[[ModelSpec, Callable[[float], None]], Engine]:
-    """The loader of real engines (worker thread): a rerank model gets rank pooling."""
+def engine_loader(metrics: Metrics, servers: RpcDevices | None = None) -> Callable[[ModelSpec, Callable[[float], None]], Engine]:
+    """The loader of real engines (worker thread): a rerank model gets rank pooling. `servers`:
+    a model with RPC servers (--rpc, its preset's `rpc`) registers those not registered yet (one
+    that does not answer fails the model, naming it) and gets their devices, and only theirs."""
     def load(spec: ModelSpec, progress: Callable[[float], None]) -> Engine:
         from ..llm.engine import Engine
 
-        pooling = 4 if spec.kind == "rerank" else POOLING.get(spec.settings.pooling or "", -1)
-        return at_low_priority(lambda: Engine.load_sync(spec.settings, spec.path, metrics.for_model(spec.id), pooling,
+        settings = spec.settings
+        if servers is not None and (settings.rpc or servers.devices):
+            from ..llm.native import load as load_native
+            from ..llm.rpc import parse_endpoint
+
+            native = load_native()
+            servers.add(native, [parse_endpoint(e) for e in settings.rpc])
+            picked = servers.devices_for(native, settings.rpc, settings.device)
+            if picked:
+                settings = settings.model_copy(update={"device": picked})
+        pooling = 4 if spec.kind == "rerank" else POOLING.get(settings.pooling or "", -1)
+        return at_low_priority(lambda: Engine.load_sync(settings, spec.path, metrics.for_model(spec.id), pooling,
                                                         progress=progress))
 
     return load
