@@ -80,6 +80,7 @@ class FakeEngine:
 
     vision = audio = False
     embeddings = ranking = False
+    lost = False
     n_ctx_slot = 4096
 
     def __init__(self, pieces: list[str], template: str = THINK_TEMPLATE) -> None:

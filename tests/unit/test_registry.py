@@ -22,6 +22,7 @@ GiB = 2**30
 
 class FakeEngine:
     n_slots = 1
+    lost = False
     n_ctx_slot = 128
 
     def __init__(self, name: str, log: list[str]) -> None:
@@ -351,3 +352,35 @@ async def test_status_events_report_loading_progress() -> None:
             ("a", "model_status", "loaded")]
         assert [e["data"]["progress"]["value"] for e in seen[:2]] == [0.0, 0.5]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_dead_rpc_server_takes_only_the_models_on_it() -> None:
+    from chimera.errors import DeviceLost
+
+    def on(name: str, rpc: tuple[str, ...], ngl: int = 999) -> ModelSpec:
+        s = spec(name)
+        return ModelSpec(id=name, path=s.path, settings=Settings(rpc=rpc, n_gpu_layers=ngl), size=s.size)
+
+    loader = Loader()
+    reg = registry([on("a", ("h1:50052",)), on("b", ("h2:50052",)), on("c", ()), on("d", ("h1:50052",), ngl=0)], loader)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reg.run)
+        for name in "abcd":
+            (await reg.acquire(name)).release()
+        held = await reg.acquire("a")
+        FakeEngine.holders = [held]
+        engine_a = reg.hosted["a"].engine
+        assert reg.device_lost("the RPC server h1:50052 stopped answering", ["h1:50052"]) == ["a"]
+        assert engine_a is not None and engine_a.lost and isinstance(engine_a.aborted, DeviceLost)
+        assert reg.status(reg.hosted["a"])["error"].startswith("the RPC server h1:50052")
+        with pytest.raises(DeviceLost, match="h1:50052"):
+            await reg.acquire("a")
+        with pytest.raises(DeviceLost):
+            await reg.load("a")  # not again in this process
+        for name in "bcd":  # another server's model, a CPU model, and one on the CPU alone (-ngl 0)
+            (await reg.acquire(name)).release()
+        # the failing server not known: every model on an RPC server is lost
+        assert reg.device_lost("an RPC server failed", []) == ["b"]
+        FakeEngine.holders = []
+        nursery.cancel_scope.cancel()
+    assert "close a" not in loader.log  # a lost engine is never freed: its thread is stuck in native code
