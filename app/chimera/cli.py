@@ -1,4 +1,4 @@
-"""argv → Settings, and the subcommands: serve, info, models, pull."""
+"""argv → Settings, and the subcommands: serve, info, models, pull, rpc-server and the rest."""
 
 from __future__ import annotations
 

@@ -137,8 +137,11 @@ def test_rpc_server_refuses_a_network_bind_without_the_flag(tmp_path: Path) -> N
     p = subprocess.run([sys.executable, "-m", "chimera", "rpc-server", "-H", "0.0.0.0", "-p", str(free_port())],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert p.returncode == 2 and "--allow-network" in p.stderr and "no authentication" in p.stderr
+    unknown = subprocess.run([sys.executable, "-m", "chimera", "rpc-server", "-d", "NOPE", "-p", str(free_port())],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert unknown.returncode == 2 and "no device 'NOPE'" in unknown.stderr and "CPU" in unknown.stderr
     # with the flag it listens, after upstream's warning
-    h = Helper("-H", "0.0.0.0", "--allow-network", "--cache", "--cache-dir", str(tmp_path / "c"))
+    h = Helper("-H", "0.0.0.0", "--allow-network", "--cache", "--cache-dir", str(tmp_path / "c"), "-d", "CPU")
     try:
         h.wait_ready()
         assert "Never expose the RPC server to an open network" in h.output()
