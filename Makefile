@@ -54,6 +54,7 @@ bench: setup models
 	$(BIN)/python tests/bench/defaults.py --write docs/benchmarks.md
 	$(BIN)/python tests/bench/speculative.py --write docs/benchmarks.md
 	$(BIN)/python tests/bench/rpc.py --write docs/benchmarks.md
+	$(BIN)/python tests/bench/shared_cpu.py --write docs/benchmarks.md
 	$(BIN)/python tests/bench/persist.py
 
 # llama.cpp's own server tests (tools/server/tests of the vendored llama.cpp) against llama-server and
