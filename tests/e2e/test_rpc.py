@@ -72,6 +72,12 @@ def test_layers_on_two_helpers_match_a_local_run(helpers: list[Helper], start_se
     want = greedy(local)
     local.stop()
     rpc = ",".join(h.endpoint for h in helpers)
+    # `chimera info` lists the helpers' devices (a helper serves one client at a time: before the server)
+    cli = subprocess.run([sys.executable, "-m", "chimera", "info", "--rpc", rpc], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    listed = [d for d in json.loads(cli.stdout)["llama_cpp"]["devices"] if d["rpc"]]
+    assert sorted(d["description"] for d in listed) == sorted(h.endpoint for h in helpers)
     s = start_server("-m", str(smollm), "-c", "1024", "-np", "1", "--rpc", rpc, "-ngl", "99").wait_ready()
     assert greedy(s) == want
     # the devices, with the memory their servers report
@@ -83,6 +89,10 @@ def test_layers_on_two_helpers_match_a_local_run(helpers: list[Helper], start_se
     for d in devs:
         assert f'chimera_device_memory_bytes{{device="{d["name"]}",endpoint="{d["description"]}",kind="total"}}' in metrics
     assert "RPC device" in s.output() and helpers[0].endpoint in s.output()
+    # while this server holds them, another client waits: a clear message, not a hang
+    busy = subprocess.run([sys.executable, "-m", "chimera", "info", "--rpc", helpers[0].endpoint], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert busy.returncode == 2 and "serves one client at a time" in busy.stderr, busy.stderr
     # (that the layers really are on the helpers: killing one breaks the model, below)
 
 
@@ -121,6 +131,7 @@ def test_helper_killed_mid_stream(helpers: list[Helper], start_server: type[Serv
     assert len(events) < 400
     err = events[-1].get("error")
     assert isinstance(err, dict) and helpers[1].endpoint in str(err["message"]) and "RPC" in str(err["message"]), events[-1]
+    assert helpers[0].endpoint not in str(err["message"])  # the live helper is not blamed
     # the server is up, says what happened, and answers the model's requests with the reason
     h = httpx.get(s.base + "/health", timeout=10)
     assert h.status_code == 503 and helpers[1].endpoint in h.json()["error"]

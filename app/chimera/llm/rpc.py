@@ -71,6 +71,9 @@ def hello(ep: Endpoint, timeout: float = 5.0) -> tuple[int, int, int]:
         raise
     except EOFError:
         raise RpcUnreachable(str(ep), "closed the connection during the handshake") from None
+    except TimeoutError:
+        raise RpcUnreachable(str(ep), f"did not answer within {timeout:g} s (an RPC server serves one client at a time: "
+                                      "is another server using it?)") from None
     except OSError as e:
         raise RpcUnreachable(str(ep), f"unreachable ({e.strerror or e.__class__.__name__})") from None
     if major != PROTO_MAJOR or minor > PROTO_MINOR:
@@ -220,11 +223,16 @@ class DeviceGuard:
         fn(self._keep)
 
     def which_lost(self) -> list[str]:
-        """The endpoints that no longer answer a HELLO (blocking: a worker thread)."""
+        """The endpoints that are gone: nothing listens there, or the connection is reset
+        (blocking: a worker thread). A server that accepts but does not answer in time is not
+        counted: it serves one client at a time, and this process holds its connection."""
         dead = []
         for ep in self.servers.endpoints():
             try:
-                hello(ep, timeout=2.0)
-            except RpcUnreachable:
+                with socket.create_connection((ep.host, ep.port), timeout=2.0):
+                    pass
+            except TimeoutError:
+                continue
+            except OSError:
                 dead.append(str(ep))
         return dead
