@@ -148,26 +148,21 @@ class RpcDevices:
             return ()
         if chosen:
             return tuple(dict.fromkeys([*mine, *(c for c in chosen if c.lower() != "none")])) or ("none",)
-        local = [d["name"] for d in device_list(native, rpc_memory=False) if not d["rpc"] and d["type"] not in ("cpu", "accel")]
-        return tuple(mine + local) or ("none",)
+        return tuple(mine + _offload_devices(native)) or ("none",)
 
 
 def serve(native: Native, host: str, port: int, threads: int, device_names: list[str], cache_dir: str | None) -> None:
     """Run ggml's RPC server on this thread until the process ends (llama.cpp's rpc-server)."""
     g = native.ggml
+    local = [d for d in device_list(native) if not d["rpc"]]
+    # rpc-server's choice: every device that is not the CPU or an accelerator, else the CPU
+    names = device_names or _offload_devices(native) or [d["name"] for d in local if d["type"] == "cpu"][:1]
     picked = []
-    if device_names:
-        for name in device_names:
-            dev = g.ggml_backend_dev_by_name(name.encode())
-            if not dev:
-                have = ", ".join(d["name"] for d in device_list(native) if not d["rpc"])
-                raise ConfigError(f"--device: no device {name!r} (this build has: {have})")
-            picked.append(dev)
-    else:  # rpc-server's choice: every device that is not the CPU or an accelerator, else the CPU
-        local = [g.ggml_backend_dev_get(i) for i in range(g.ggml_backend_dev_count())]
-        picked = [d for d in local if g.ggml_backend_dev_type(d) not in (DEV_CPU, DEV_ACCEL)]
-        if not picked:
-            picked = [g.ggml_backend_dev_by_type(DEV_CPU)]
+    for name in names:
+        dev = g.ggml_backend_dev_by_name(name.encode())
+        if not dev:
+            raise ConfigError(f"--device: no device {name!r} (this build has: {', '.join(d['name'] for d in local)})")
+        picked.append(dev)
     reg = _rpc_reg(native)
     start = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
                              ctypes.POINTER(ctypes.c_void_p))(
@@ -176,7 +171,9 @@ def serve(native: Native, host: str, port: int, threads: int, device_names: list
     start(f"{host}:{port}".encode(), cache_dir.encode() if cache_dir else None, threads, len(picked), arr)
 
 
-DEV_CPU, DEV_GPU, DEV_IGPU, DEV_ACCEL = 0, 1, 2, 3  # enum ggml_backend_dev_type
+def _offload_devices(native: Native) -> list[str]:
+    """This machine's devices that take offloaded layers: not RPC, not the CPU, not an accelerator."""
+    return [d["name"] for d in device_list(native, rpc_memory=False) if not d["rpc"] and d["type"] not in ("cpu", "accel")]
 
 
 # -- an RPC server that dies -------------------------------------------------------------------
