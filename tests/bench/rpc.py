@@ -14,9 +14,9 @@ import argparse
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -26,24 +26,13 @@ from load import run_load  # noqa: E402
 from run import Proc, build_tool, cpu_name, free_port, publish  # noqa: E402
 
 
-class Helper:
-    def __init__(self, argv: list[str], port: int, name: str) -> None:
-        self.log = open(f"/tmp/bench-{name}.log", "w")
-        env = dict(os.environ, LD_LIBRARY_PATH=str(Path(argv[0]).parent))
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{name} exited early; see /tmp/bench-{name}.log")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise SystemExit(f"{name} is not listening")
+def listening(port: int) -> Callable[[], bool]:
+    """An RPC helper is up once its port accepts connections (it has no HTTP)."""
+    def check() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
 
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+    return check
 
 
 def main() -> None:
@@ -61,7 +50,7 @@ def main() -> None:
     server_bin = build_tool("cpu", "llama-server")
     rpc_bin = build_tool("cpu", "ggml-rpc-server")
     common = ["-m", model, "-c", "4096", "-np", "4", "-t", str(args.threads), "--host", "127.0.0.1"]
-    helpers: list[Helper] = []
+    helpers: list[Proc] = []
     servers: list[tuple[str, str, Proc]] = []
     table: dict[tuple[str, str, int], list[float]] = {}
     try:
@@ -71,7 +60,7 @@ def main() -> None:
                 port = free_port()
                 argv = ([rpc_bin, "-p", str(port), "-t", str(args.helper_threads)] if side == "llama.cpp" else
                         [sys.executable, "-m", "chimera", "rpc-server", "-p", str(port), "-t", str(args.helper_threads)])
-                helpers.append(Helper(argv, port, f"rpc-{side}-{k}"))
+                helpers.append(Proc(f"rpc-{side}-{k}", argv, port, ready=listening(port)))
                 endpoints[side].append(f"127.0.0.1:{port}")
         for setup in ("local", "split"):
             for side in ("llama.cpp", "chimera"):

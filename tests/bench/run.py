@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ def free_port() -> int:
 
 
 class Proc:
-    def __init__(self, name: str, argv: list[str], port: int) -> None:
+    def __init__(self, name: str, argv: list[str], port: int, ready: Callable[[], bool] | None = None) -> None:
+        """`ready`: how to tell the process is up (default: /health answers 200)."""
         self.name = name
         self.base = f"http://127.0.0.1:{port}"
         self.log = open(f"/tmp/bench-{name}.log", "w")
@@ -49,13 +51,16 @@ class Proc:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"{name} exited early; see /tmp/bench-{name}.log")
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if (ready or self._healthy)():
+                return
             time.sleep(0.2)
         raise SystemExit(f"{name} did not become ready")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(self.base + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def rss_mb(self) -> float:
         p = psutil.Process(self.proc.pid)
